@@ -1,0 +1,145 @@
+//! The raw settings: every configuration key once, as both a YAML key and a flag of the same
+//! kebab-case name, so the file and the command line cannot drift apart. Nothing here is
+//! checked yet; [`Settings::validate`](crate::Settings::validate) does that and fills defaults.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{PodsMode, ProxyMode};
+
+/// Every configuration key. `None` means "not given here", so a flag that was not passed does
+/// not hide the file's value. Lists given as flags may repeat the flag or separate values by
+/// commas; an empty value (`--upstreams=`) gives an empty list.
+//
+// Each field is `Option` for the merge, and skipped when `None` on output so `Config::to_yaml`
+// writes only what it knows.
+#[derive(clap::Args, Deserialize, Serialize, Debug, Default, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// Serve the cluster described by the Kubernetes manifests (YAML/JSON) in this directory
+    /// instead of an API server. Excludes `kubeconfig`.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifests: Option<PathBuf>,
+
+    /// Reach the API server through this kubeconfig. Without it and without `manifests`,
+    /// the in-cluster configuration is used.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// This node's name; the Pod watch is limited to the Pods on it.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+
+    /// The cluster's DNS domain [default: cluster.local].
+    #[arg(long, value_name = "DOMAIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_domain: Option<String>,
+
+    /// More zones to serve besides the cluster domain: domain names, or CIDRs that stand for
+    /// their reverse zone (`10.0.0.0/16` is `0.10.in-addr.arpa.`)
+    /// [default: in-addr.arpa, ip6.arpa].
+    #[arg(long, value_name = "ZONE|CIDR", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_zones: Option<Vec<String>>,
+
+    /// Addresses to serve DNS on, UDP and TCP [default: 127.0.0.1:5353 with `manifests`,
+    /// 0.0.0.0:53 otherwise].
+    #[arg(long, value_name = "ADDR:PORT", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_listen: Option<Vec<String>>,
+
+    /// TTL in seconds of every answer, and of cached negative answers, 0..=3600 [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_ttl: Option<u32>,
+
+    /// Pod records `a-b-c-d.NS.pod.DOMAIN` [default: insecure].
+    #[arg(long, value_name = "MODE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodsMode>,
+
+    /// Name endpoints without a hostname after their Pod [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_pod_names: Option<bool>,
+
+    /// Answer NXDOMAIN for a ClusterIP Service without ready endpoints [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignore_empty_service: Option<bool>,
+
+    /// Do not watch EndpointSlices; headless and endpoint names answer NXDOMAIN
+    /// [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noendpoints: Option<bool>,
+
+    /// Only these namespaces are visible to DNS [default: all].
+    #[arg(long, value_name = "NAMESPACE", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+
+    /// How long to wait for the first complete sync before serving anyway, e.g. 5s, 500ms, 1m
+    /// [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup_timeout: Option<String>,
+
+    /// Resolvers for ExternalName targets outside the served zones, IP or IP:PORT (port 53 if
+    /// left out) [default: the nameservers of /etc/resolv.conf that are not svcnet itself].
+    #[arg(long, value_name = "IP[:PORT]", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstreams: Option<Vec<String>>,
+
+    /// What to do with Service traffic; only `off` works yet [default: off].
+    #[arg(long, value_name = "MODE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyMode>,
+}
+
+impl Settings {
+    /// `file` overridden by `flags`, key by key: a flag that was given wins, one that was not
+    /// leaves the file's value. Lists are replaced whole, not appended, so a flag can shorten one.
+    #[must_use]
+    pub fn merge(file: Settings, flags: Settings) -> Settings {
+        // Destructured so that a new key that is not merged here fails to compile.
+        let Settings {
+            manifests,
+            kubeconfig,
+            node_name,
+            cluster_domain,
+            dns_zones,
+            dns_listen,
+            dns_ttl,
+            pods,
+            endpoint_pod_names,
+            ignore_empty_service,
+            noendpoints,
+            namespaces,
+            startup_timeout,
+            upstreams,
+            proxy,
+        } = flags;
+        Settings {
+            manifests: manifests.or(file.manifests),
+            kubeconfig: kubeconfig.or(file.kubeconfig),
+            node_name: node_name.or(file.node_name),
+            cluster_domain: cluster_domain.or(file.cluster_domain),
+            dns_zones: dns_zones.or(file.dns_zones),
+            dns_listen: dns_listen.or(file.dns_listen),
+            dns_ttl: dns_ttl.or(file.dns_ttl),
+            pods: pods.or(file.pods),
+            endpoint_pod_names: endpoint_pod_names.or(file.endpoint_pod_names),
+            ignore_empty_service: ignore_empty_service.or(file.ignore_empty_service),
+            noendpoints: noendpoints.or(file.noendpoints),
+            namespaces: namespaces.or(file.namespaces),
+            startup_timeout: startup_timeout.or(file.startup_timeout),
+            upstreams: upstreams.or(file.upstreams),
+            proxy: proxy.or(file.proxy),
+        }
+    }
+}

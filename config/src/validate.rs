@@ -1,0 +1,234 @@
+//! From raw [`Settings`] to a checked [`Config`]: fill the defaults (kubeadm's Corefile, so
+//! svcnet answers as the CoreDNS it replaces) and check every value, collecting every error.
+
+use std::{path::Path, time::Duration};
+
+use clap::ValueEnum;
+
+use crate::{
+    Settings,
+    addrs::{self, LISTEN_ALLOWED},
+    error::{ConfigErrors, KeyError},
+    names,
+    types::{Config, DnsConfig, PodsMode, ProxyMode, Source},
+    zones,
+};
+
+/// kubeadm's `kubernetes cluster.local in-addr.arpa ip6.arpa`.
+const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+const DEFAULT_DNS_ZONES: [&str; 2] = ["in-addr.arpa", "ip6.arpa"];
+/// kubeadm's `ttl 30`.
+const DEFAULT_DNS_TTL: u32 = 30;
+/// CoreDNS's own limit for `ttl`.
+const MAX_DNS_TTL: u32 = 3600;
+const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// With manifests svcnet runs beside a developer's own resolver, unprivileged: a high port on
+/// loopback. Against a cluster it is the node's resolver: port 53 everywhere.
+const DEFAULT_LISTEN_MANIFESTS: &str = "127.0.0.1:5353";
+const DEFAULT_LISTEN_CLUSTER: &str = "0.0.0.0:53";
+/// kubeadm's `forward . /etc/resolv.conf`.
+pub(crate) const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+impl Settings {
+    /// The configuration these settings describe, with defaults for what is not set, or every
+    /// bad value. Default upstreams are read from `/etc/resolv.conf` now.
+    pub fn validate(self) -> Result<Config, ConfigErrors> {
+        self.validate_with(Path::new(RESOLV_CONF))
+    }
+
+    /// [`Settings::validate`] with the default upstreams read from `resolv_conf`, for tests.
+    pub(crate) fn validate_with(self, resolv_conf: &Path) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut fail = |key, message: String| errors.push(KeyError::new(key, message));
+
+        let manifests_given = self.manifests.is_some();
+        let source = match (self.manifests, self.kubeconfig) {
+            (Some(_), Some(_)) => {
+                fail(
+                    "manifests",
+                    "cannot be combined with kubeconfig; allowed: manifests (a directory), \
+                     kubeconfig (an API server), or neither (in-cluster API server)"
+                        .to_owned(),
+                );
+                None
+            }
+            (Some(dir), None) if dir.as_os_str().is_empty() => {
+                fail("manifests", "is empty; allowed a directory path".to_owned());
+                None
+            }
+            (Some(dir), None) => Some(Source::Manifests(dir)),
+            (None, Some(file)) if file.as_os_str().is_empty() => {
+                fail("kubeconfig", "is empty; allowed a file path".to_owned());
+                None
+            }
+            (None, kubeconfig) => Some(Source::ApiServer { kubeconfig }),
+        };
+
+        if let Some(name) = &self.node_name
+            && !names::is_dns1123_subdomain(name)
+        {
+            fail(
+                "node-name",
+                format!(
+                    "{name:?} is not a DNS-1123 subdomain; allowed lowercase letters, digits, '-' \
+                     and '.', starting and ending with a letter or digit, at most 253 characters"
+                ),
+            );
+        }
+
+        let domain = self.cluster_domain.as_deref().unwrap_or(DEFAULT_CLUSTER_DOMAIN);
+        let mut zones = Vec::new();
+        match names::fqdn(domain) {
+            Some(zone) => zones.push(zone),
+            None => fail(
+                "cluster-domain",
+                format!(
+                    "{domain:?} is not a domain name; allowed dot-separated labels of letters, \
+                     digits and '-', each 1 to 63 characters, not starting or ending with '-'"
+                ),
+            ),
+        }
+        let extra_zones = self
+            .dns_zones
+            .unwrap_or_else(|| DEFAULT_DNS_ZONES.map(String::from).into());
+        for entry in entries(&extra_zones) {
+            match zones::zone(entry) {
+                // The cluster domain stays first: PTR targets are written in it.
+                Ok(zone) => push_new(&mut zones, zone),
+                Err(message) => fail("dns-zones", message),
+            }
+        }
+
+        let default_listen = if manifests_given {
+            DEFAULT_LISTEN_MANIFESTS
+        } else {
+            DEFAULT_LISTEN_CLUSTER
+        };
+        let listen_entries = self.dns_listen.unwrap_or_else(|| vec![default_listen.to_owned()]);
+        let mut listen = Vec::new();
+        for entry in entries(&listen_entries) {
+            match addrs::listen(entry) {
+                Ok(addr) => push_new(&mut listen, addr),
+                Err(message) => fail("dns-listen", message),
+            }
+        }
+        if listen_entries.iter().all(|entry| entry.trim().is_empty()) {
+            fail(
+                "dns-listen",
+                format!("is empty; allowed one or more {LISTEN_ALLOWED}"),
+            );
+        }
+
+        let ttl = self.dns_ttl.unwrap_or(DEFAULT_DNS_TTL);
+        if ttl > MAX_DNS_TTL {
+            fail(
+                "dns-ttl",
+                format!("{ttl} is out of range; allowed 0..={MAX_DNS_TTL}"),
+            );
+        }
+
+        let mut namespaces = Vec::new();
+        for entry in entries(self.namespaces.as_deref().unwrap_or_default()) {
+            if names::is_dns1123_label(entry) {
+                push_new(&mut namespaces, entry.to_owned());
+            } else {
+                fail(
+                    "namespaces",
+                    format!(
+                        "{entry:?} is not a namespace name; allowed DNS-1123 labels: 1 to 63 \
+                         lowercase letters, digits and '-', starting and ending with a letter or digit"
+                    ),
+                );
+            }
+        }
+
+        let startup_timeout = match &self.startup_timeout {
+            None => DEFAULT_STARTUP_TIMEOUT,
+            Some(text) => humantime::parse_duration(text.trim()).unwrap_or_else(|_| {
+                fail(
+                    "startup-timeout",
+                    format!("{text:?} is not a duration; allowed e.g. 5s, 500ms, 1m, 1m 30s"),
+                );
+                DEFAULT_STARTUP_TIMEOUT
+            }),
+        };
+
+        let mut upstreams = Vec::new();
+        match &self.upstreams {
+            Some(given) => {
+                for entry in entries(given) {
+                    match addrs::upstream(entry) {
+                        Ok(addr) if addrs::is_self(addr, &listen) => fail(
+                            "upstreams",
+                            format!(
+                                "{entry:?} is svcnet's own dns-listen address, a forwarding loop; \
+                                 allowed any other resolver"
+                            ),
+                        ),
+                        Ok(addr) => push_new(&mut upstreams, addr),
+                        Err(message) => fail("upstreams", message),
+                    }
+                }
+            }
+            // On a node whose resolv.conf names a local stub (127.0.0.53) while svcnet listens
+            // on 0.0.0.0:53, the stub is svcnet itself: leave it out rather than loop.
+            None => addrs::resolv_conf_nameservers(resolv_conf)
+                .into_iter()
+                .filter(|addr| !addrs::is_self(*addr, &listen))
+                .for_each(|addr| push_new(&mut upstreams, addr)),
+        }
+
+        let proxy = self.proxy.unwrap_or_default();
+        if proxy != ProxyMode::Off {
+            fail(
+                "proxy",
+                format!("{} is not built yet; allowed off", value_name(proxy)),
+            );
+        }
+
+        let pods: PodsMode = self.pods.unwrap_or_default();
+        match source {
+            Some(source) if errors.is_empty() => Ok(Config {
+                source,
+                node_name: self.node_name,
+                dns: DnsConfig {
+                    listen,
+                    zones,
+                    ttl,
+                    pods,
+                    endpoint_pod_names: self.endpoint_pod_names.unwrap_or(false),
+                    namespaces,
+                    ignore_empty_service: self.ignore_empty_service.unwrap_or(false),
+                    noendpoints: self.noendpoints.unwrap_or(false),
+                    startup_timeout,
+                    upstreams,
+                },
+                proxy,
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+/// The non-blank entries of a list, trimmed: `--upstreams=` (one empty value) is an empty
+/// list, and `--dns-zones 'a, b'` means `a` and `b`.
+fn entries(list: &[String]) -> impl Iterator<Item = &str> {
+    list.iter()
+        .map(|entry| entry.trim())
+        .filter(|entry| !entry.is_empty())
+}
+
+/// Repeats would bind twice or answer twice; the first occurrence keeps its place.
+fn push_new<T: PartialEq>(list: &mut Vec<T>, item: T) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+/// How a value is spelled in the file and on the command line.
+pub(crate) fn value_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
