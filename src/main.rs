@@ -12,7 +12,11 @@ use svcnet_dns::DnsServer;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
-#[command(name = "svcnet", version, about = "Service networking for Kubernetes nodes: cluster DNS and the Service proxy")]
+#[command(
+    name = "svcnet",
+    version,
+    about = "Service networking for Kubernetes nodes: cluster DNS and the Service proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,15 +25,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve cluster DNS (and, later, program the Service proxy) on this node.
-    Run {
-        /// YAML configuration file; every key is also a flag below, and flags win.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        settings: Settings,
-    },
+    Run(Box<RunArgs>),
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// YAML configuration file; every key is also a flag below, and flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 fn main() -> ExitCode {
@@ -45,9 +52,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config, settings } => {
+        Command::Run(args) => {
             init_tracing();
-            let config = match svcnet_config::load(config.as_deref(), settings) {
+            let config = match svcnet_config::load(args.config.as_deref(), args.settings) {
                 Ok(config) => config,
                 Err(errors) => {
                     eprintln!("invalid configuration\n{errors}");
@@ -75,8 +82,9 @@ fn main() -> ExitCode {
 fn init_tracing() {
     // hickory logs two INFO lines per query; at that level logging costs a fifth of the
     // throughput, so it is held at WARN unless RUST_LOG asks otherwise.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn,hickory_proto=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,hickory_server=warn,hickory_proto=warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -94,7 +102,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "cluster state not synced yet; serving anyway, with SERVFAIL for names not known so far"
         );
     }
-    let dns = DnsServer::bind(&config.dns, reader).await.context("starting DNS")?;
+    let dns = DnsServer::bind(&config.dns, reader)
+        .await
+        .context("starting DNS")?;
     tokio::select! {
         result = dns.run(shutdown_signal()) => result.context("DNS server")?,
         result = source => {
@@ -118,7 +128,10 @@ async fn run_source(config: Config, publisher: Publisher) -> anyhow::Result<()> 
     match &config.source {
         Source::Manifests(dir) => ManifestSource::new(dir, options).run(publisher).await?,
         Source::ApiServer { kubeconfig } => {
-            ApiServerSource::connect(kubeconfig.as_deref(), options).await?.run(publisher).await?
+            ApiServerSource::connect(kubeconfig.as_deref(), options)
+                .await?
+                .run(publisher)
+                .await?
         }
     }
     Ok(())

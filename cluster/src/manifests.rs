@@ -107,7 +107,7 @@ impl std::error::Error for FileError {}
 /// Why the directory could not be loaded or watched at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read manifest directory {}", path.display())]
+    #[error("cannot read manifest directory {}: {source}", path.display())]
     Dir {
         path: PathBuf,
         #[source]
@@ -115,14 +115,14 @@ pub enum ManifestError {
     },
     #[error("manifest path {} is not a directory", path.display())]
     NotADirectory { path: PathBuf },
-    #[error("cannot watch manifest directory {}", path.display())]
+    #[error("cannot watch manifest directory {}: {source}", path.display())]
     Watch {
         path: PathBuf,
         #[source]
         source: notify::Error,
     },
     /// The blocking task that reads the directory panicked or was cancelled.
-    #[error("manifest loading task failed")]
+    #[error("manifest loading task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
 

@@ -32,7 +32,11 @@ pub struct Handler {
 
 impl Handler {
     pub fn new(zone: ClusterZone, snapshots: Reader, upstreams: Arc<Upstreams>) -> Self {
-        Self { zone, snapshots, upstreams }
+        Self {
+            zone,
+            snapshots,
+            upstreams,
+        }
     }
 
     /// Looks the question up in the cluster zone, chasing an ExternalName target upstream.
@@ -57,7 +61,11 @@ impl Handler {
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
         let mut builder = MessageResponseBuilder::from_message_request(request);
         // Without an OPT record in the reply hickory caps UDP answers at 512 bytes, so the
         // client's advertised size must be echoed back (RFC 6891 §7).
@@ -130,7 +138,10 @@ async fn send<'a, R: ResponseHandler>(
         Ok(info) => info,
         Err(error) => {
             debug!(%error, src = %request.src(), "response not sent");
-            ResponseInfo::from(hickory_proto::op::Header { metadata: meta, counts: Default::default() })
+            ResponseInfo::from(hickory_proto::op::Header {
+                metadata: meta,
+                counts: Default::default(),
+            })
         }
     }
 }

@@ -57,7 +57,12 @@ impl ZoneOptions {
             namespaces: config.namespaces.iter().cloned().collect(),
             ignore_empty_service: config.ignore_empty_service,
             noendpoints: config.noendpoints,
-            local_ips: config.listen.iter().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()).collect(),
+            local_ips: config
+                .listen
+                .iter()
+                .map(|a| a.ip())
+                .filter(|ip| !ip.is_unspecified())
+                .collect(),
         }
     }
 }
@@ -77,17 +82,30 @@ pub struct Answer {
 
 /// The outcome of a lookup before it is dressed as a DNS answer.
 enum Found {
-    Records { answers: Vec<Record>, additionals: Vec<Record> },
+    Records {
+        answers: Vec<Record>,
+        additionals: Vec<Record>,
+    },
     /// The name exists but has no records of the asked type (NODATA).
     NoData,
     NxDomain,
     /// An ExternalName: its CNAME, and the target left to resolve.
-    Alias { cname: Record, target: Name },
+    Alias {
+        cname: Box<Record>,
+        target: Name,
+    },
 }
 
 impl Found {
     fn records(answers: Vec<Record>) -> Self {
-        if answers.is_empty() { Found::NoData } else { Found::Records { answers, additionals: Vec::new() } }
+        if answers.is_empty() {
+            Found::NoData
+        } else {
+            Found::Records {
+                answers,
+                additionals: Vec::new(),
+            }
+        }
     }
 }
 
@@ -125,10 +143,15 @@ impl ClusterZone {
                 answer.chase = Some(owner);
                 return Some(answer);
             };
-            let query = Query { snap, qname: &owner, qtype, located: &located };
+            let query = Query {
+                snap,
+                qname: &owner,
+                qtype,
+                located: &located,
+            };
             match self.find(&query) {
                 Found::Alias { cname, target } => {
-                    answer.answers.push(cname);
+                    answer.answers.push(*cname);
                     if qtype == RecordType::CNAME {
                         return Some(answer);
                     }
@@ -145,7 +168,11 @@ impl ClusterZone {
                 Found::NxDomain => {
                     // Before the first sync an absent name may simply not have arrived yet:
                     // SERVFAIL makes resolvers retry instead of caching a wrong NXDOMAIN.
-                    let rcode = if snap.synced { ResponseCode::NXDomain } else { ResponseCode::ServFail };
+                    let rcode = if snap.synced {
+                        ResponseCode::NXDomain
+                    } else {
+                        ResponseCode::ServFail
+                    };
                     return Some(self.negative(snap, &located, rcode));
                 }
             }
@@ -154,7 +181,11 @@ impl ClusterZone {
     }
 
     fn negative(&self, snap: &Snapshot, located: &Located<'_>, rcode: ResponseCode) -> Answer {
-        Answer { rcode, soa: Some(self.soa(snap, &located.zone_as_written)), ..Answer::default() }
+        Answer {
+            rcode,
+            soa: Some(self.soa(snap, &located.zone_as_written)),
+            ..Answer::default()
+        }
     }
 
     fn soa(&self, snap: &Snapshot, zone: &Name) -> Record {
@@ -172,7 +203,9 @@ impl ClusterZone {
     }
 
     fn find(&self, q: &Query<'_>) -> Found {
-        let Some(labels) = &q.located.labels else { return Found::NxDomain };
+        let Some(labels) = &q.located.labels else {
+            return Found::NxDomain;
+        };
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
         if labels.is_empty() {
             return self.apex(q);
@@ -191,7 +224,11 @@ impl ClusterZone {
             },
             ["svc"] | ["pod"] => Found::NoData,
             ["svc" | "pod", ns] => {
-                if self.namespace_visible(q.snap, ns) { Found::NoData } else { Found::NxDomain }
+                if self.namespace_visible(q.snap, ns) {
+                    Found::NoData
+                } else {
+                    Found::NxDomain
+                }
             }
             ["svc", ns, rest @ ..] if self.namespace_visible(q.snap, ns) => self.service_name(q, ns, rest),
             ["pod", ns, ip] if self.namespace_visible(q.snap, ns) => self.pod(q, ns, ip),
@@ -222,10 +259,14 @@ impl ClusterZone {
         for &local in &self.options.local_ips {
             for ep in q.snap.endpoints_by_ip(local) {
                 let slice = &ep.slice;
-                let Some(entry) = q.snap.service(&slice.key.namespace, &slice.service_name) else { continue };
+                let Some(entry) = q.snap.service(&slice.key.namespace, &slice.service_name) else {
+                    continue;
+                };
                 let svc_name = service_name(&entry.service.key.name, &entry.service.key.namespace, zone);
                 match &entry.service.addressing {
-                    ServiceAddressing::ClusterIp(ips) => glue.extend(ips.iter().map(|ip| (svc_name.clone(), *ip))),
+                    ServiceAddressing::ClusterIp(ips) => {
+                        glue.extend(ips.iter().map(|ip| (svc_name.clone(), *ip)))
+                    }
                     ServiceAddressing::Headless => {
                         let label = endpoint_label(ep.endpoint(), local, self.options.endpoint_pod_names);
                         glue.push((prefixed(&label, &svc_name), local));
@@ -245,21 +286,28 @@ impl ClusterZone {
             .into_iter()
             .map(|n| Record::from_rdata(q.qname.clone(), ttl, RData::NS(NS(n.clone()))))
             .collect();
-        let additionals = glue.into_iter().map(|(n, ip)| address_record(n, ttl, ip)).collect();
+        let additionals = glue
+            .into_iter()
+            .map(|(n, ip)| address_record(n, ttl, ip))
+            .collect();
         Found::Records { answers, additionals }
     }
 
     /// PTR for ClusterIPs (one answer, the Service) and endpoint addresses (every Service that
     /// has an endpoint with that address).
     fn reverse(&self, q: &Query<'_>) -> Found {
-        let Some(ip) = parse_reverse(q.qname) else { return Found::NxDomain };
-        let Some(primary) = self.zones.primary() else { return Found::NxDomain };
+        let Some(ip) = parse_reverse(q.qname) else {
+            return Found::NxDomain;
+        };
+        let Some(primary) = self.zones.primary() else {
+            return Found::NxDomain;
+        };
         let zone = &primary.name;
         let mut targets: Vec<Name> = Vec::new();
-        if let Some(svc) = q.snap.service_by_cluster_ip(ip) {
-            if self.namespace_visible(q.snap, &svc.key.namespace) {
-                targets.push(service_name(&svc.key.name, &svc.key.namespace, zone));
-            }
+        if let Some(svc) = q.snap.service_by_cluster_ip(ip)
+            && self.namespace_visible(q.snap, &svc.key.namespace)
+        {
+            targets.push(service_name(&svc.key.name, &svc.key.namespace, zone));
         }
         if targets.is_empty() && !self.options.noendpoints {
             for ep in q.snap.endpoints_by_ip(ip) {
@@ -280,18 +328,27 @@ impl ClusterZone {
             return Found::NoData;
         }
         let ttl = self.options.ttl;
-        Found::records(targets.into_iter().map(|t| Record::from_rdata(q.qname.clone(), ttl, RData::PTR(PTR(t)))).collect())
+        Found::records(
+            targets
+                .into_iter()
+                .map(|t| Record::from_rdata(q.qname.clone(), ttl, RData::PTR(PTR(t))))
+                .collect(),
+        )
     }
 
     /// `<ip>.<ns>.pod.<zone>`.
     fn pod(&self, q: &Query<'_>, ns: &str, label: &str) -> Found {
-        let Some(ip) = parse_dashed(label) else { return Found::NxDomain };
+        let Some(ip) = parse_dashed(label) else {
+            return Found::NxDomain;
+        };
         let exists = match self.options.pods {
             PodsMode::Disabled => false,
             PodsMode::Insecure => true,
-            PodsMode::Verified => {
-                q.snap.pods_by_ip(ip).iter().any(|p| !p.terminating && &*p.key.namespace == ns)
-            }
+            PodsMode::Verified => q
+                .snap
+                .pods_by_ip(ip)
+                .iter()
+                .any(|p| !p.terminating && &*p.key.namespace == ns),
         };
         if !exists {
             return Found::NxDomain;
@@ -301,8 +358,12 @@ impl ClusterZone {
 
     /// Names under `<ns>.svc.<zone>`: `rest` is what follows the namespace, outermost first.
     fn service_name(&self, q: &Query<'_>, ns: &str, rest: &[&str]) -> Found {
-        let Some((svc_label, below)) = rest.split_first() else { return Found::NxDomain };
-        let Some(entry) = q.snap.service(ns, svc_label) else { return Found::NxDomain };
+        let Some((svc_label, below)) = rest.split_first() else {
+            return Found::NxDomain;
+        };
+        let Some(entry) = q.snap.service(ns, svc_label) else {
+            return Found::NxDomain;
+        };
         let svc = &entry.service;
         if let ServiceAddressing::ExternalName(target) = &svc.addressing {
             // Nothing exists below an ExternalName, and it has no SRV records.
@@ -324,7 +385,10 @@ impl ClusterZone {
             [] => self.service_records(q, entry, &svc_fqdn, None),
             [endpoint] => self.endpoint(q, entry, endpoint),
             [proto, port] => {
-                let filter = PortFilter { name: strip_underscore(port), protocol: strip_underscore(proto) };
+                let filter = PortFilter {
+                    name: strip_underscore(port),
+                    protocol: strip_underscore(proto),
+                };
                 self.service_records(q, entry, &svc_fqdn, Some(filter))
             }
             _ => Found::NxDomain,
@@ -332,7 +396,13 @@ impl ClusterZone {
     }
 
     /// The records of a Service name, or of one of its `_port._proto` names.
-    fn service_records(&self, q: &Query<'_>, entry: &ServiceEntry, svc_fqdn: &Name, filter: Option<PortFilter<'_>>) -> Found {
+    fn service_records(
+        &self,
+        q: &Query<'_>,
+        entry: &ServiceEntry,
+        svc_fqdn: &Name,
+        filter: Option<PortFilter<'_>>,
+    ) -> Found {
         let targets = self.srv_targets(entry, svc_fqdn, filter.as_ref());
         if filter.is_some() && targets.is_empty() {
             // No port by that name and protocol: the name does not exist.
@@ -343,7 +413,9 @@ impl ClusterZone {
             RecordType::A | RecordType::AAAA if filter.is_none() => {
                 let addresses: Vec<IpAddr> = match &entry.service.addressing {
                     ServiceAddressing::ClusterIp(ips) => ips.clone(),
-                    _ => ready_endpoints(entry).flat_map(|(_, ep)| ep.addresses.iter().copied()).collect(),
+                    _ => ready_endpoints(entry)
+                        .flat_map(|(_, ep)| ep.addresses.iter().copied())
+                        .collect(),
                 };
                 let mut records = self.addresses_of_type(q.qname, q.qtype, addresses);
                 dedup_by_key(&mut records, |r| r.data.clone());
@@ -356,7 +428,12 @@ impl ClusterZone {
     /// Every (target, port, address) an SRV answer for this Service would hold, before
     /// de-duplication: ClusterIP Services point at their own name, headless ones at each ready
     /// endpoint.
-    fn srv_targets(&self, entry: &ServiceEntry, svc_fqdn: &Name, filter: Option<&PortFilter<'_>>) -> Vec<SrvTarget> {
+    fn srv_targets(
+        &self,
+        entry: &ServiceEntry,
+        svc_fqdn: &Name,
+        filter: Option<&PortFilter<'_>>,
+    ) -> Vec<SrvTarget> {
         match &entry.service.addressing {
             ServiceAddressing::ClusterIp(ips) => {
                 let ports = entry
@@ -365,7 +442,13 @@ impl ClusterZone {
                     .iter()
                     .filter(|p| filter.is_none_or(|f| f.matches(p.name.as_deref(), p.protocol)));
                 ports
-                    .flat_map(|p| ips.iter().map(move |ip| SrvTarget { target: svc_fqdn.clone(), port: p.port, address: *ip }))
+                    .flat_map(|p| {
+                        ips.iter().map(move |ip| SrvTarget {
+                            target: svc_fqdn.clone(),
+                            port: p.port,
+                            address: *ip,
+                        })
+                    })
                     .collect()
             }
             _ => {
@@ -379,7 +462,11 @@ impl ClusterZone {
                     for port in ports {
                         for &address in &ep.addresses {
                             let label = endpoint_label(ep, address, self.options.endpoint_pod_names);
-                            targets.push(SrvTarget { target: prefixed(&label, svc_fqdn), port, address });
+                            targets.push(SrvTarget {
+                                target: prefixed(&label, svc_fqdn),
+                                port,
+                                address,
+                            });
                         }
                     }
                 }
@@ -398,11 +485,19 @@ impl ClusterZone {
         let weight = u16::try_from(100 / targets.len()).unwrap_or(0);
         let mut answers: Vec<Record> = targets
             .iter()
-            .map(|t| Record::from_rdata(qname.clone(), ttl, RData::SRV(SRV::new(0, weight, t.port, t.target.clone()))))
+            .map(|t| {
+                Record::from_rdata(
+                    qname.clone(),
+                    ttl,
+                    RData::SRV(SRV::new(0, weight, t.port, t.target.clone())),
+                )
+            })
             .collect();
         dedup_by_key(&mut answers, |r| r.data.clone());
-        let mut additionals: Vec<Record> =
-            targets.into_iter().map(|t| address_record(t.target, ttl, t.address)).collect();
+        let mut additionals: Vec<Record> = targets
+            .into_iter()
+            .map(|t| address_record(t.target, ttl, t.address))
+            .collect();
         dedup_by_key(&mut additionals, |r| (r.name.to_lowercase(), r.data.clone()));
         Found::Records { answers, additionals }
     }
@@ -428,17 +523,31 @@ impl ClusterZone {
 
     /// An ExternalName's CNAME; the target is resolved by the caller.
     fn alias(&self, q: &Query<'_>, target: &str) -> Found {
-        let Ok(target) = Name::from_ascii(format!("{target}.")) else { return Found::NxDomain };
+        let Ok(target) = Name::from_ascii(format!("{target}.")) else {
+            return Found::NxDomain;
+        };
         // An address in place of a name makes no CNAME (CoreDNS answers NXDOMAIN).
         if target.to_ascii().trim_end_matches('.').parse::<IpAddr>().is_ok() {
             return Found::NxDomain;
         }
-        let cname = Record::from_rdata(q.qname.clone(), self.options.ttl, RData::CNAME(CNAME(target.clone())));
-        Found::Alias { cname, target }
+        let cname = Record::from_rdata(
+            q.qname.clone(),
+            self.options.ttl,
+            RData::CNAME(CNAME(target.clone())),
+        );
+        Found::Alias {
+            cname: Box::new(cname),
+            target,
+        }
     }
 
     /// A or AAAA records for those of `addresses` that match `qtype`'s family.
-    fn addresses_of_type(&self, owner: &Name, qtype: RecordType, addresses: impl IntoIterator<Item = IpAddr>) -> Vec<Record> {
+    fn addresses_of_type(
+        &self,
+        owner: &Name,
+        qtype: RecordType,
+        addresses: impl IntoIterator<Item = IpAddr>,
+    ) -> Vec<Record> {
         addresses
             .into_iter()
             .filter(|ip| match qtype {
@@ -465,7 +574,8 @@ struct PortFilter<'a> {
 
 impl PortFilter<'_> {
     fn matches(&self, name: Option<&str>, protocol: Protocol) -> bool {
-        name.is_some_and(|n| n.eq_ignore_ascii_case(self.name)) && protocol.as_str().eq_ignore_ascii_case(self.protocol)
+        name.is_some_and(|n| n.eq_ignore_ascii_case(self.name))
+            && protocol.as_str().eq_ignore_ascii_case(self.protocol)
     }
 }
 
@@ -475,7 +585,9 @@ fn strip_underscore(label: &str) -> &str {
 
 /// Endpoints DNS publishes: `conditions.ready` not false (the EndpointSlice controller already
 /// folds `publishNotReadyAddresses` into it).
-fn ready_endpoints(entry: &ServiceEntry) -> impl Iterator<Item = (&svcnet_cluster::model::EndpointSlice, &Endpoint)> {
+fn ready_endpoints(
+    entry: &ServiceEntry,
+) -> impl Iterator<Item = (&svcnet_cluster::model::EndpointSlice, &Endpoint)> {
     entry.endpoints().filter(|(_, ep)| ep.ready)
 }
 

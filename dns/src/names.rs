@@ -41,10 +41,8 @@ pub fn endpoint_label(endpoint: &Endpoint, address: IpAddr, pod_names: bool) -> 
     if let Some(hostname) = &endpoint.hostname {
         return Cow::Borrowed(hostname);
     }
-    if pod_names {
-        if let Some(pod) = endpoint.pod_name.as_deref().filter(|p| p.len() < 64) {
-            return Cow::Borrowed(pod);
-        }
+    if pod_names && let Some(pod) = endpoint.pod_name.as_deref().filter(|p| p.len() < 64) {
+        return Cow::Borrowed(pod);
     }
     Cow::Owned(dashed(address))
 }
@@ -64,7 +62,10 @@ mod tests {
     #[test]
     fn dashed_labels_parse_by_shape() {
         assert_eq!(parse_dashed("10-240-0-1"), Some("10.240.0.1".parse().unwrap()));
-        assert_eq!(parse_dashed("5678-abcd--1"), Some("5678:abcd::1".parse().unwrap()));
+        assert_eq!(
+            parse_dashed("5678-abcd--1"),
+            Some("5678:abcd::1".parse().unwrap())
+        );
         assert_eq!(parse_dashed("1-2-3"), None);
         assert_eq!(parse_dashed("blah"), None);
         assert_eq!(parse_dashed("300-0-0-1"), None);
@@ -76,8 +77,9 @@ mod tests {
         assert_eq!(parse_reverse(&full), Some("10.0.0.100".parse().unwrap()));
         let partial = Name::from_ascii("0.10.in-addr.arpa.").unwrap();
         assert_eq!(parse_reverse(&partial), None);
-        let v6 = Name::from_ascii("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.c.b.a.4.3.2.1.ip6.arpa.")
-            .unwrap();
+        let v6 =
+            Name::from_ascii("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.c.b.a.4.3.2.1.ip6.arpa.")
+                .unwrap();
         assert_eq!(parse_reverse(&v6), Some("1234:abcd::1".parse().unwrap()));
     }
 

@@ -23,9 +23,16 @@ const TCP_RESPONSE_BUFFER: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
     #[error("invalid zone `{zone}`: {source}")]
-    Zone { zone: String, source: hickory_proto::ProtoError },
+    Zone {
+        zone: String,
+        source: hickory_proto::ProtoError,
+    },
     #[error("cannot listen on {addr} ({transport}): {source}")]
-    Bind { addr: SocketAddr, transport: &'static str, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        transport: &'static str,
+        source: std::io::Error,
+    },
     #[error("DNS server stopped: {0}")]
     Serve(#[from] hickory_server::net::NetError),
 }
@@ -38,7 +45,10 @@ pub struct DnsServer {
 impl DnsServer {
     /// Binds UDP and TCP on every listen address. Nothing is answered until [`DnsServer::run`].
     pub async fn bind(config: &DnsConfig, snapshots: Reader) -> Result<Self, DnsError> {
-        let zones = Zones::new(&config.zones).map_err(|source| DnsError::Zone { zone: config.zones.join(" "), source })?;
+        let zones = Zones::new(&config.zones).map_err(|source| DnsError::Zone {
+            zone: config.zones.join(" "),
+            source,
+        })?;
         let zone = ClusterZone::new(zones, ZoneOptions::from_config(config));
         let upstreams = Arc::new(Upstreams::new(config.upstreams.clone()));
         let mut server = Server::new(Handler::new(zone, snapshots, upstreams));
@@ -46,7 +56,11 @@ impl DnsServer {
         for &addr in &config.listen {
             let udp = udp_socket(addr)?;
             // With port 0 the kernel picks a port; TCP then takes the same one.
-            let addr = udp.local_addr().map_err(|source| DnsError::Bind { addr, transport: "udp", source })?;
+            let addr = udp.local_addr().map_err(|source| DnsError::Bind {
+                addr,
+                transport: "udp",
+                source,
+            })?;
             let tcp = tcp_listener(addr)?;
             server.register_socket(udp);
             server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
@@ -72,7 +86,11 @@ impl DnsServer {
 }
 
 fn udp_socket(addr: SocketAddr) -> Result<tokio::net::UdpSocket, DnsError> {
-    let err = |source| DnsError::Bind { addr, transport: "udp", source };
+    let err = |source| DnsError::Bind {
+        addr,
+        transport: "udp",
+        source,
+    };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     configure(&socket, addr).map_err(err)?;
     // Bursts of queries (a pod resolving A and AAAA through five search domains) must not
@@ -85,7 +103,11 @@ fn udp_socket(addr: SocketAddr) -> Result<tokio::net::UdpSocket, DnsError> {
 }
 
 fn tcp_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener, DnsError> {
-    let err = |source| DnsError::Bind { addr, transport: "tcp", source };
+    let err = |source| DnsError::Bind {
+        addr,
+        transport: "tcp",
+        source,
+    };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     configure(&socket, addr).map_err(err)?;
     socket.set_tcp_nodelay(true).map_err(err)?;

@@ -18,11 +18,17 @@ pub enum UpstreamError {
     #[error("no upstream resolver is configured")]
     NoUpstreams,
     #[error("{server}: {source}")]
-    Io { server: SocketAddr, source: std::io::Error },
+    Io {
+        server: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{server}: no answer within {TIMEOUT:?}")]
     Timeout { server: SocketAddr },
     #[error("{server}: {source}")]
-    Proto { server: SocketAddr, source: hickory_proto::ProtoError },
+    Proto {
+        server: SocketAddr,
+        source: hickory_proto::ProtoError,
+    },
 }
 
 /// What an upstream said, reduced to what is copied into svcnet's answer.
@@ -55,7 +61,11 @@ impl Upstreams {
     }
 }
 
-async fn query_one(server: SocketAddr, name: &Name, qtype: RecordType) -> Result<UpstreamReply, UpstreamError> {
+async fn query_one(
+    server: SocketAddr,
+    name: &Name,
+    qtype: RecordType,
+) -> Result<UpstreamReply, UpstreamError> {
     let io = |source| UpstreamError::Io { server, source };
     let proto = |source| UpstreamError::Proto { server, source };
     let mut request = Message::query();
@@ -63,7 +73,11 @@ async fn query_one(server: SocketAddr, name: &Name, qtype: RecordType) -> Result
     request.metadata.recursion_desired = true;
     let bytes = request.to_vec().map_err(proto)?;
 
-    let bind: SocketAddr = if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let bind: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
     let socket = UdpSocket::bind(bind).await.map_err(io)?;
     socket.connect(server).await.map_err(io)?;
     socket.send(&bytes).await.map_err(io)?;
@@ -73,11 +87,18 @@ async fn query_one(server: SocketAddr, name: &Name, qtype: RecordType) -> Result
         loop {
             let len = socket.recv(&mut buf).await.map_err(io)?;
             // A reply to another query (or garbage) on this port is ignored, not fatal.
-            let Ok(reply) = Message::from_vec(&buf[..len]) else { continue };
+            let Ok(reply) = Message::from_vec(&buf[..len]) else {
+                continue;
+            };
             if reply.metadata.id == request.metadata.id {
-                return Ok(UpstreamReply { truncated: reply.metadata.truncation, answers: reply.answers });
+                return Ok(UpstreamReply {
+                    truncated: reply.metadata.truncation,
+                    answers: reply.answers,
+                });
             }
         }
     };
-    tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| UpstreamError::Timeout { server })?
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| UpstreamError::Timeout { server })?
 }

@@ -62,7 +62,11 @@ impl Zones {
             .rev()
             .map(|l| std::str::from_utf8(l).ok().map(str::to_ascii_lowercase))
             .collect();
-        Some(Located { zone, zone_as_written, labels })
+        Some(Located {
+            zone,
+            zone_as_written,
+            labels,
+        })
     }
 }
 
@@ -71,7 +75,12 @@ mod tests {
     use super::*;
 
     fn zones() -> Zones {
-        Zones::new(&["cluster.local.".into(), "0.10.in-addr.arpa.".into(), "in-addr.arpa.".into()]).unwrap()
+        Zones::new(&[
+            "cluster.local.".into(),
+            "0.10.in-addr.arpa.".into(),
+            "in-addr.arpa.".into(),
+        ])
+        .unwrap()
     }
 
     #[test]
@@ -92,7 +101,11 @@ mod tests {
 
     #[test]
     fn names_outside_every_zone_are_not_located() {
-        assert!(zones().locate(&Name::from_ascii("example.com.").unwrap()).is_none());
+        assert!(
+            zones()
+                .locate(&Name::from_ascii("example.com.").unwrap())
+                .is_none()
+        );
         assert!(zones().locate(&Name::from_ascii("local.").unwrap()).is_none());
     }
 }

@@ -59,7 +59,10 @@ impl Svcnet {
     /// Everything the process logged so far.
     pub fn log(&self) -> String {
         let mut s = String::new();
-        self.log.reopen().and_then(|mut f| f.read_to_string(&mut s)).expect("read log");
+        self.log
+            .reopen()
+            .and_then(|mut f| f.read_to_string(&mut s))
+            .expect("read log");
         s
     }
 
@@ -70,12 +73,24 @@ impl Svcnet {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("svcnet exited with {status} before serving:\n{}", self.log());
             }
-            if query_sync(self.dns, &probe, RecordType::A, Transport::Udp, Duration::from_millis(200)).is_ok() {
+            if query_sync(
+                self.dns,
+                &probe,
+                RecordType::A,
+                Transport::Udp,
+                Duration::from_millis(200),
+            )
+            .is_ok()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("svcnet did not answer DNS on {} within 20 s:\n{}", self.dns, self.log());
+        panic!(
+            "svcnet did not answer DNS on {} within 20 s:\n{}",
+            self.dns,
+            self.log()
+        );
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -130,7 +145,12 @@ pub fn query_sync(
 }
 
 /// Sends a prepared message and returns the parsed reply (matching the ID).
-pub fn exchange(server: SocketAddr, msg: &Message, transport: Transport, timeout: Duration) -> std::io::Result<Message> {
+pub fn exchange(
+    server: SocketAddr,
+    msg: &Message,
+    transport: Transport,
+    timeout: Duration,
+) -> std::io::Result<Message> {
     let bytes = msg.to_vec().map_err(std::io::Error::other)?;
     let reply = exchange_raw(server, &bytes, transport, timeout)?;
     let reply = Message::from_vec(&reply).map_err(std::io::Error::other)?;
@@ -141,7 +161,12 @@ pub fn exchange(server: SocketAddr, msg: &Message, transport: Transport, timeout
 }
 
 /// Sends raw bytes as one DNS message and returns the raw reply.
-pub fn exchange_raw(server: SocketAddr, bytes: &[u8], transport: Transport, timeout: Duration) -> std::io::Result<Vec<u8>> {
+pub fn exchange_raw(
+    server: SocketAddr,
+    bytes: &[u8],
+    transport: Transport,
+    timeout: Duration,
+) -> std::io::Result<Vec<u8>> {
     match transport {
         Transport::Udp => {
             let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;

@@ -30,7 +30,10 @@ const OPTIONAL_GROUPS: &[&str] = &["multicluster", "zonal", "zonal_disabled"];
 
 fn vectors_path() -> PathBuf {
     std::env::var_os("SVCNET_CONFORMANCE").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/coredns-kubernetes-cases.json"),
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/conformance/coredns-kubernetes-cases.json")
+        },
         PathBuf::from,
     )
 }
@@ -39,7 +42,10 @@ fn vectors_path() -> PathBuf {
 fn coredns_kubernetes_plugin_vectors() {
     let path = vectors_path();
     let Ok(text) = std::fs::read_to_string(&path) else {
-        println!("conformance: SKIPPED: no test vectors at {} (set SVCNET_CONFORMANCE)", path.display());
+        println!(
+            "conformance: SKIPPED: no test vectors at {} (set SVCNET_CONFORMANCE)",
+            path.display()
+        );
         return;
     };
     let vectors: Value = serde_json::from_str(&text).expect("vectors are JSON");
@@ -55,12 +61,23 @@ fn coredns_kubernetes_plugin_vectors() {
         }
         let fixture = &vectors["fixtures"][group["fixture"].as_str().expect("fixture name")];
         let (group_passed, group_failures) = run_group(group, fixture, upstream.addr);
-        println!("conformance: group {id}: {group_passed} of {} cases passed", group_passed + group_failures.len());
+        println!(
+            "conformance: group {id}: {group_passed} of {} cases passed",
+            group_passed + group_failures.len()
+        );
         passed += group_passed;
         failures.extend(group_failures);
     }
-    println!("conformance: {passed} of {} cases passed", passed + failures.len());
-    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "conformance: {passed} of {} cases passed",
+        passed + failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn run_group(group: &Value, fixture: &Value, upstream: SocketAddr) -> (usize, Vec<String>) {
@@ -74,21 +91,33 @@ fn run_group(group: &Value, fixture: &Value, upstream: SocketAddr) -> (usize, Ve
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let bin = env!("CARGO_BIN_EXE_svcnet");
     // The kubeconfig of an unsynced run must outlive the process that reads it.
-    let (svcnet, _kubeconfig) = if group.get("api_state_override").is_some_and(|o| o["has_synced"] == false) {
+    let (svcnet, _kubeconfig) = if group
+        .get("api_state_override")
+        .is_some_and(|o| o["has_synced"] == false)
+    {
         let (svcnet, kubeconfig) = start_unsynced(bin, &args);
         (svcnet, Some(kubeconfig))
     } else {
         (Svcnet::start_manifests(bin, dir.path(), &args), None)
     };
 
-    let asserts_nothing = group["assertions"][0].as_str().is_some_and(|a| a.starts_with("NONE ENFORCED"));
-    let asserts_tc = group["assertions"].as_array().is_some_and(|a| a.iter().any(|s| s.as_str().is_some_and(|s| s.starts_with("TC"))));
+    let asserts_nothing = group["assertions"][0]
+        .as_str()
+        .is_some_and(|a| a.starts_with("NONE ENFORCED"));
+    let asserts_tc = group["assertions"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|s| s.as_str().is_some_and(|s| s.starts_with("TC"))));
     let mut passed = 0;
     let mut failures = Vec::new();
     for case in cases {
         match check_case(&svcnet, case, asserts_nothing, asserts_tc) {
             Ok(()) => passed += 1,
-            Err(why) => failures.push(format!("{}: {} {}: {why}", case["id"].as_str().unwrap_or("?"), case["qname"], case["qtype"])),
+            Err(why) => failures.push(format!(
+                "{}: {} {}: {why}",
+                case["id"].as_str().unwrap_or("?"),
+                case["qname"],
+                case["qtype"]
+            )),
         }
     }
     (passed, failures)
@@ -98,7 +127,10 @@ fn run_group(group: &Value, fixture: &Value, upstream: SocketAddr) -> (usize, Ve
 /// (`namespace_rule`); the manifests need them as objects.
 fn implied_namespaces(fixture: &Value, cases: &[Value]) -> Vec<Value> {
     let rule = fixture["namespace_rule"].as_str().unwrap_or_default();
-    let missing: Vec<&str> = ["pod-nons", "nsnoexist"].into_iter().filter(|ns| rule.contains(ns)).collect();
+    let missing: Vec<&str> = ["pod-nons", "nsnoexist"]
+        .into_iter()
+        .filter(|ns| rule.contains(ns))
+        .collect();
     let declared: BTreeSet<&str> = fixture["objects"]
         .as_array()
         .into_iter()
@@ -111,10 +143,11 @@ fn implied_namespaces(fixture: &Value, cases: &[Value]) -> Vec<Value> {
         let qname = case["qname"].as_str().unwrap_or_default().to_ascii_lowercase();
         let labels: Vec<&str> = qname.trim_end_matches('.').split('.').collect();
         // `... <ns>.(svc|pod).cluster.local`
-        if let Some(i) = labels.iter().rposition(|l| *l == "svc" || *l == "pod") {
-            if i > 0 && labels[i + 1..] == ["cluster", "local"] {
-                names.insert(labels[i - 1].to_owned());
-            }
+        if let Some(i) = labels.iter().rposition(|l| *l == "svc" || *l == "pod")
+            && i > 0
+            && labels[i + 1..] == ["cluster", "local"]
+        {
+            names.insert(labels[i - 1].to_owned());
         }
     }
     names
@@ -126,16 +159,35 @@ fn implied_namespaces(fixture: &Value, cases: &[Value]) -> Vec<Value> {
 
 fn group_flags(group: &Value, upstream: SocketAddr) -> Vec<String> {
     let options = &group["plugin_options"];
-    let zones: Vec<&str> = group["zones"].as_array().expect("zones").iter().filter_map(Value::as_str).collect();
-    let mut flags = vec!["--cluster-domain".to_owned(), zones[0].trim_end_matches('.').to_owned()];
+    let zones: Vec<&str> = group["zones"]
+        .as_array()
+        .expect("zones")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut flags = vec![
+        "--cluster-domain".to_owned(),
+        zones[0].trim_end_matches('.').to_owned(),
+    ];
     for zone in &zones[1..] {
         flags.extend(["--dns-zones".to_owned(), zone.trim_end_matches('.').to_owned()]);
     }
-    for ns in options["namespaces"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+    for ns in options["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
         flags.extend(["--namespaces".to_owned(), ns.to_owned()]);
     }
-    flags.extend(["--pods".to_owned(), options["pods"].as_str().unwrap_or("disabled").to_owned()]);
-    flags.extend(["--dns-ttl".to_owned(), options["ttl"].as_u64().unwrap_or(5).to_string()]);
+    flags.extend([
+        "--pods".to_owned(),
+        options["pods"].as_str().unwrap_or("disabled").to_owned(),
+    ]);
+    flags.extend([
+        "--dns-ttl".to_owned(),
+        options["ttl"].as_u64().unwrap_or(5).to_string(),
+    ]);
     if options["ignore"] == "empty_service" {
         flags.push("--ignore-empty-service".to_owned());
     }
@@ -145,7 +197,11 @@ fn group_flags(group: &Value, upstream: SocketAddr) -> Vec<String> {
 
 /// svcnet pointed at an API server that never answers: it never syncs.
 fn start_unsynced(bin: &str, flags: &[&str]) -> (Svcnet, tempfile::NamedTempFile) {
-    let dead = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("port").local_addr().expect("addr").port();
+    let dead = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
     let kubeconfig = tempfile::NamedTempFile::new().expect("kubeconfig");
     std::fs::write(
         kubeconfig.path(),
@@ -157,8 +213,17 @@ fn start_unsynced(bin: &str, flags: &[&str]) -> (Svcnet, tempfile::NamedTempFile
     .expect("write kubeconfig");
     let port = svcnet_integration::free_port();
     let dns: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
-    let mut args: Vec<String> = vec!["run".into(), "--kubeconfig".into(), kubeconfig.path().display().to_string()];
-    args.extend(["--dns-listen".into(), dns.to_string(), "--startup-timeout".into(), "100ms".into()]);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--kubeconfig".into(),
+        kubeconfig.path().display().to_string(),
+    ];
+    args.extend([
+        "--dns-listen".into(),
+        dns.to_string(),
+        "--startup-timeout".into(),
+        "100ms".into(),
+    ]);
     args.extend(flags.iter().map(|s| (*s).to_owned()));
     (Svcnet::start(bin, &args, dns), kubeconfig)
 }
@@ -166,7 +231,8 @@ fn start_unsynced(bin: &str, flags: &[&str]) -> (Svcnet, tempfile::NamedTempFile
 fn check_case(svcnet: &Svcnet, case: &Value, asserts_nothing: bool, asserts_tc: bool) -> Result<(), String> {
     let qname = Name::from_ascii(case["qname"].as_str().ok_or("no qname")?).map_err(|e| e.to_string())?;
     let qtype = RecordType::from_str(case["qtype"].as_str().ok_or("no qtype")?).map_err(|e| e.to_string())?;
-    let reply = query_sync(svcnet.dns, &qname, qtype, Transport::Udp, Duration::from_secs(5)).map_err(|e| format!("no reply: {e}"))?;
+    let reply = query_sync(svcnet.dns, &qname, qtype, Transport::Udp, Duration::from_secs(5))
+        .map_err(|e| format!("no reply: {e}"))?;
 
     let want_rcode = match case["rcode"].as_str() {
         Some("NOERROR") => ResponseCode::NoError,
@@ -175,7 +241,10 @@ fn check_case(svcnet: &Svcnet, case: &Value, asserts_nothing: bool, asserts_tc: 
         other => return Err(format!("unknown rcode {other:?} in vectors")),
     };
     if reply.metadata.response_code != want_rcode {
-        return Err(format!("rcode {} want {want_rcode}", reply.metadata.response_code));
+        return Err(format!(
+            "rcode {} want {want_rcode}",
+            reply.metadata.response_code
+        ));
     }
     if asserts_nothing {
         // The Go test ignores its own comparison for this group; the rcode is its intent.
@@ -195,8 +264,14 @@ fn check_case(svcnet: &Svcnet, case: &Value, asserts_nothing: bool, asserts_tc: 
 
 /// CoreDNS writes a CNAME before the records of its target (glibc relies on it).
 fn check_cname_first(reply: &Message) -> Result<(), String> {
-    let first_other = reply.answers.iter().position(|r| r.record_type() != RecordType::CNAME);
-    let last_cname = reply.answers.iter().rposition(|r| r.record_type() == RecordType::CNAME);
+    let first_other = reply
+        .answers
+        .iter()
+        .position(|r| r.record_type() != RecordType::CNAME);
+    let last_cname = reply
+        .answers
+        .iter()
+        .rposition(|r| r.record_type() == RecordType::CNAME);
     match (first_other, last_cname) {
         (Some(o), Some(c)) if c > o => Err("CNAME after the records of its target".into()),
         _ => Ok(()),
@@ -210,10 +285,18 @@ fn compare_section(section: &str, got: &[Record], want: &Value) -> Result<(), St
     got.sort();
     want.sort();
     if got.len() != want.len() {
-        return Err(format!("{section}: {} records {got:?}, want {} {want:?}", got.len(), want.len()));
+        return Err(format!(
+            "{section}: {} records {got:?}, want {} {want:?}",
+            got.len(),
+            want.len()
+        ));
     }
     for (g, (w, ignore_ttl)) in got.iter().zip(&want) {
-        let matches = if *ignore_ttl { without_ttl(g) == without_ttl(w) } else { g == w };
+        let matches = if *ignore_ttl {
+            without_ttl(g) == without_ttl(w)
+        } else {
+            g == w
+        };
         if !matches {
             return Err(format!("{section}: got {got:?}, want {want:?}"));
         }
@@ -230,7 +313,12 @@ fn actual_rr(r: &Record) -> String {
         RData::CNAME(n) => n.0.to_string(),
         RData::PTR(n) => n.0.to_string(),
         RData::NS(n) => n.0.to_string(),
-        RData::TXT(t) => t.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<Vec<_>>().join(""),
+        RData::TXT(t) => t
+            .txt_data
+            .iter()
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .collect::<Vec<_>>()
+            .join(""),
         RData::SOA(s) => s.mname.to_string(),
         other => format!("{other:?}"),
     };
@@ -239,7 +327,12 @@ fn actual_rr(r: &Record) -> String {
 
 /// The expected record in the same form, and whether its TTL is exempt (303 in the Go tests).
 fn expected_rr(rr: &Value) -> Result<(String, bool), String> {
-    let field = |k: &str| rr[k].as_str().map(str::to_owned).ok_or_else(|| format!("record without {k}: {rr}"));
+    let field = |k: &str| {
+        rr[k]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("record without {k}: {rr}"))
+    };
     let (name, rtype, rdata) = (field("name")?, field("type")?, field("rdata")?);
     let ttl = rr["ttl"].as_u64().ok_or("record without ttl")?;
     let rdata = match rtype.as_str() {
@@ -270,26 +363,38 @@ struct StubUpstream {
 impl StubUpstream {
     fn start() -> Self {
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind stub upstream");
-        socket.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
         let addr = socket.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while !stopped.load(Ordering::Relaxed) {
-                let Ok((len, from)) = socket.recv_from(&mut buf) else { continue };
-                let Ok(query) = Message::from_vec(&buf[..len]) else { continue };
+                let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(query) = Message::from_vec(&buf[..len]) else {
+                    continue;
+                };
                 let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
                 reply.queries = query.queries.clone();
                 reply.metadata.truncation = true;
                 let owner = Name::from_ascii("ext.interwebs.test.").expect("name");
-                reply.answers.push(Record::from_rdata(owner, 5, RData::A(A::new(1, 2, 3, 4))));
+                reply
+                    .answers
+                    .push(Record::from_rdata(owner, 5, RData::A(A::new(1, 2, 3, 4))));
                 if let Ok(bytes) = reply.to_vec() {
                     let _ = socket.send_to(&bytes, from);
                 }
             }
         });
-        Self { addr, stop, thread: Some(thread) }
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! svcnet's end-to-end tests, in one binary (one link step). Each module starts the real
 //! `svcnet` binary and talks to it the way its users do.
 
+mod cli;
 mod conformance;
 mod records;
 mod resolvers;

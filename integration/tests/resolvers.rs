@@ -2,10 +2,11 @@
 //! does: svcnet serves `examples/cluster` inside a network namespace whose `/etc/resolv.conf` is
 //! the one kubelet writes for a `ClusterFirst` Pod, and `getaddrinfo` walks its search list.
 //!
-//! The two libcs walk the list differently: glibc tries the next search domain after any
-//! failure, musl only after NXDOMAIN (and for both A and AAAA, asked in parallel). So a NODATA
-//! or SERVFAIL where CoreDNS says NXDOMAIN, or an NXDOMAIN where it says NODATA, breaks musl
-//! Pods only; the musl test is what catches that.
+//! The two libcs walk the list differently: glibc goes on to the next search domain after
+//! NXDOMAIN, NODATA or SERVFAIL; musl only after NXDOMAIN, and as it asks A and AAAA together,
+//! an NXDOMAIN to either one makes it drop the other's answer and go on. So a NODATA or SERVFAIL
+//! where CoreDNS says NXDOMAIN, or an NXDOMAIN where it says NODATA, breaks musl Pods only; the
+//! musl test is what catches that.
 //!
 //! These tests need root (network namespaces, port 53), `ip` (iproute2), `getent` (libc-bin)
 //! and `musl-gcc` (musl-tools). Without them they fail and say why: `.ci/run` installs them.

@@ -63,10 +63,12 @@ pub(super) fn endpoint_slices<'a>(
         }
     }
 
+    let mut named: Vec<Family> = Vec::with_capacity(groups.len());
     let mut slices = Vec::with_capacity(groups.len());
-    for (i, group) in groups.iter().enumerate() {
-        let earlier = groups[..i].iter().filter(|g| g.family == group.family).count();
-        slices.push(group.to_slice(namespace, name, earlier));
+    for group in groups {
+        let index = named.iter().filter(|&&f| f == group.family).count();
+        named.push(group.family);
+        slices.push(group.into_slice(namespace, name, index));
     }
     slices
 }
@@ -131,7 +133,7 @@ impl Group {
 
     /// The controller names slices `<service>-<random>`; derived names must be the same on every
     /// load, so they count the groups of a family instead: `web-ipv4`, `web-ipv4-1`...
-    fn to_slice(&self, namespace: &str, service: &str, index: usize) -> discovery::EndpointSlice {
+    fn into_slice(self, namespace: &str, service: &str, index: usize) -> discovery::EndpointSlice {
         let family = self.family.address_type().to_ascii_lowercase();
         let name = match index {
             0 => format!("{service}-{family}"),
@@ -148,8 +150,8 @@ impl Group {
                 ..ObjectMeta::default()
             },
             address_type: self.family.address_type().to_owned(),
-            endpoints: self.endpoints.clone(),
-            ports: Some(self.ports.clone()),
+            endpoints: self.endpoints,
+            ports: Some(self.ports),
         }
     }
 }

@@ -20,20 +20,29 @@ pub(super) struct Listing {
 /// Lists the manifest files under `root`, sorted so that every load reads them in the same
 /// order (a key defined twice resolves the same way each time).
 pub(super) fn list(root: &Path) -> Result<Listing, ManifestError> {
-    let dir_error = |source| ManifestError::Dir {
+    ensure_dir(root)?;
+    let entries = fs::read_dir(root).map_err(|source| ManifestError::Dir {
         path: root.to_path_buf(),
         source,
-    };
-    if !fs::metadata(root).map_err(dir_error)?.is_dir() {
-        return Err(ManifestError::NotADirectory {
-            path: root.to_path_buf(),
-        });
-    }
-    let entries = fs::read_dir(root).map_err(dir_error)?;
+    })?;
     let mut listing = Listing::default();
     listing.visit(root, entries);
     listing.files.sort();
     Ok(listing)
+}
+
+/// Fails unless `root` is a directory (or a link to one).
+pub(super) fn ensure_dir(root: &Path) -> Result<(), ManifestError> {
+    let metadata = fs::metadata(root).map_err(|source| ManifestError::Dir {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if !metadata.is_dir() {
+        return Err(ManifestError::NotADirectory {
+            path: root.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 impl Listing {

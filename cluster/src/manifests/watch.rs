@@ -17,7 +17,7 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 
 pub(super) async fn run(source: ManifestSource, publisher: Publisher) -> Result<(), ManifestError> {
     // A missing directory is the same error here as for `load`, not a watcher error.
-    files::list(&source.dir)?;
+    files::ensure_dir(&source.dir)?;
     let (tx, mut events) = mpsc::unbounded_channel();
     let watch_error = |error| ManifestError::Watch {
         path: source.dir.clone(),

@@ -69,7 +69,11 @@ fn slice(ns: &str, name: &str, svc: &str, ports: &[(&str, u16)], endpoints: Vec<
         service_name: Arc::from(svc),
         ports: ports
             .iter()
-            .map(|(n, p)| EndpointPort { name: Some((*n).to_owned()), protocol: Protocol::Tcp, port: Some(*p) })
+            .map(|(n, p)| EndpointPort {
+                name: Some((*n).to_owned()),
+                protocol: Protocol::Tcp,
+                port: Some(*p),
+            })
             .collect(),
         endpoints,
     }
@@ -82,29 +86,78 @@ fn slice(ns: &str, name: &str, svc: &str, ports: &[(&str, u16)], endpoints: Vec<
 fn snapshot(synced: bool) -> Snapshot {
     let mut state = ClusterState::default();
     for ns in ["shop", "quiet"] {
-        state.namespaces.apply(Arc::from(ns), Namespace { name: Arc::from(ns), labels: BTreeMap::new() });
+        state.namespaces.apply(
+            Arc::from(ns),
+            Namespace {
+                name: Arc::from(ns),
+                labels: BTreeMap::new(),
+            },
+        );
     }
     let services = [
-        service("shop", "cart", ServiceAddressing::ClusterIp(vec![ip("10.96.0.10"), ip("fd00::10")]), &[("http", Protocol::Tcp, 80), ("", Protocol::Udp, 9000)]),
-        service("shop", "db", ServiceAddressing::Headless, &[("mysql", Protocol::Tcp, 3306)]),
+        service(
+            "shop",
+            "cart",
+            ServiceAddressing::ClusterIp(vec![ip("10.96.0.10"), ip("fd00::10")]),
+            &[("http", Protocol::Tcp, 80), ("", Protocol::Udp, 9000)],
+        ),
+        service(
+            "shop",
+            "db",
+            ServiceAddressing::Headless,
+            &[("mysql", Protocol::Tcp, 3306)],
+        ),
         service("shop", "gone", ServiceAddressing::Headless, &[]),
-        service("shop", "idle", ServiceAddressing::ClusterIp(vec![ip("10.96.0.11")]), &[("http", Protocol::Tcp, 80)]),
-        service("shop", "ext", ServiceAddressing::ExternalName("api.example.com".into()), &[]),
-        service("shop", "alias", ServiceAddressing::ExternalName("cart.shop.svc.cluster.local".into()), &[]),
+        service(
+            "shop",
+            "idle",
+            ServiceAddressing::ClusterIp(vec![ip("10.96.0.11")]),
+            &[("http", Protocol::Tcp, 80)],
+        ),
+        service(
+            "shop",
+            "ext",
+            ServiceAddressing::ExternalName("api.example.com".into()),
+            &[],
+        ),
+        service(
+            "shop",
+            "alias",
+            ServiceAddressing::ExternalName("cart.shop.svc.cluster.local".into()),
+            &[],
+        ),
     ];
     for svc in services {
         state.services.apply(svc.key.clone(), svc);
     }
     let slices = [
-        slice("shop", "cart-1", "cart", &[("http", 8080)], vec![
-            endpoint("10.1.0.1", None, true, Some("cart-7d9f")),
-            endpoint("10.1.0.2", None, true, None),
-        ]),
-        slice("shop", "db-1", "db", &[("mysql", 3306)], vec![
-            endpoint("10.1.0.5", Some("db-0"), true, None),
-            endpoint("10.1.0.6", Some("db-1"), false, None),
-        ]),
-        slice("shop", "gone-1", "gone", &[], vec![endpoint("10.1.0.7", None, false, None)]),
+        slice(
+            "shop",
+            "cart-1",
+            "cart",
+            &[("http", 8080)],
+            vec![
+                endpoint("10.1.0.1", None, true, Some("cart-7d9f")),
+                endpoint("10.1.0.2", None, true, None),
+            ],
+        ),
+        slice(
+            "shop",
+            "db-1",
+            "db",
+            &[("mysql", 3306)],
+            vec![
+                endpoint("10.1.0.5", Some("db-0"), true, None),
+                endpoint("10.1.0.6", Some("db-1"), false, None),
+            ],
+        ),
+        slice(
+            "shop",
+            "gone-1",
+            "gone",
+            &[],
+            vec![endpoint("10.1.0.7", None, false, None)],
+        ),
     ];
     for s in slices {
         state.slices.apply(s.key.clone(), s);
@@ -133,12 +186,18 @@ fn options() -> ZoneOptions {
 }
 
 fn zone_with(options: ZoneOptions) -> ClusterZone {
-    let zones = Zones::new(&["cluster.local.".into(), "in-addr.arpa.".into(), "ip6.arpa.".into()]).unwrap();
+    let zones = Zones::new(&[
+        "cluster.local.".into(),
+        "in-addr.arpa.".into(),
+        "ip6.arpa.".into(),
+    ])
+    .unwrap();
     ClusterZone::new(zones, options)
 }
 
 fn ask_with(zone: &ClusterZone, snap: &Snapshot, name: &str, qtype: RecordType) -> Answer {
-    zone.lookup(snap, &Name::from_ascii(name).unwrap(), qtype).expect("name is in a served zone")
+    zone.lookup(snap, &Name::from_ascii(name).unwrap(), qtype)
+        .expect("name is in a served zone")
 }
 
 fn ask(name: &str, qtype: RecordType) -> Answer {
@@ -147,7 +206,10 @@ fn ask(name: &str, qtype: RecordType) -> Answer {
 
 /// The answer section as `owner TYPE rdata` strings, sorted.
 fn records(rrs: &[Record]) -> Vec<String> {
-    let mut v: Vec<String> = rrs.iter().map(|r| format!("{} {} {}", r.name, r.record_type(), r.data)).collect();
+    let mut v: Vec<String> = rrs
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect();
     v.sort();
     v
 }
@@ -170,28 +232,53 @@ fn cluster_ip_a_and_aaaa_dual_stack() {
     assert_eq!(records(&a.answers), ["cart.shop.svc.cluster.local. A 10.96.0.10"]);
     assert_eq!(a.answers[0].ttl, TTL);
     let aaaa = ask("cart.shop.svc.cluster.local.", RecordType::AAAA);
-    assert_eq!(records(&aaaa.answers), ["cart.shop.svc.cluster.local. AAAA fd00::10"]);
+    assert_eq!(
+        records(&aaaa.answers),
+        ["cart.shop.svc.cluster.local. AAAA fd00::10"]
+    );
 }
 
 #[test]
 fn cluster_ip_answers_even_without_endpoints_unless_ignored() {
     let a = ask("idle.shop.svc.cluster.local.", RecordType::A);
     assert_eq!(records(&a.answers), ["idle.shop.svc.cluster.local. A 10.96.0.11"]);
-    let zone = zone_with(ZoneOptions { ignore_empty_service: true, ..options() });
-    assert_nxdomain(&ask_with(&zone, &snapshot(true), "idle.shop.svc.cluster.local.", RecordType::A));
+    let zone = zone_with(ZoneOptions {
+        ignore_empty_service: true,
+        ..options()
+    });
+    assert_nxdomain(&ask_with(
+        &zone,
+        &snapshot(true),
+        "idle.shop.svc.cluster.local.",
+        RecordType::A,
+    ));
     // ExternalName and headless Services are never suppressed by it.
-    let ext = ask_with(&zone, &snapshot(true), "ext.shop.svc.cluster.local.", RecordType::CNAME);
-    assert_eq!(records(&ext.answers), ["ext.shop.svc.cluster.local. CNAME api.example.com."]);
+    let ext = ask_with(
+        &zone,
+        &snapshot(true),
+        "ext.shop.svc.cluster.local.",
+        RecordType::CNAME,
+    );
+    assert_eq!(
+        records(&ext.answers),
+        ["ext.shop.svc.cluster.local. CNAME api.example.com."]
+    );
 }
 
 #[test]
 fn srv_for_named_ports_and_the_bare_name() {
     let srv = ask("_http._tcp.cart.shop.svc.cluster.local.", RecordType::SRV);
     // Two ClusterIPs share one target: weight 100/2, one SRV, glue for both families.
-    assert_eq!(records(&srv.answers), ["_http._tcp.cart.shop.svc.cluster.local. SRV 0 50 80 cart.shop.svc.cluster.local."]);
+    assert_eq!(
+        records(&srv.answers),
+        ["_http._tcp.cart.shop.svc.cluster.local. SRV 0 50 80 cart.shop.svc.cluster.local."]
+    );
     assert_eq!(
         records(&srv.additionals),
-        ["cart.shop.svc.cluster.local. A 10.96.0.10", "cart.shop.svc.cluster.local. AAAA fd00::10"]
+        [
+            "cart.shop.svc.cluster.local. A 10.96.0.10",
+            "cart.shop.svc.cluster.local. AAAA fd00::10"
+        ]
     );
     // The bare name lists every port, named or not: 2 addresses x 2 ports -> weight 25.
     let bare = ask("cart.shop.svc.cluster.local.", RecordType::SRV);
@@ -214,8 +301,14 @@ fn headless_lists_ready_endpoints_only() {
     let a = ask("db.shop.svc.cluster.local.", RecordType::A);
     assert_eq!(records(&a.answers), ["db.shop.svc.cluster.local. A 10.1.0.5"]);
     let srv = ask("_mysql._tcp.db.shop.svc.cluster.local.", RecordType::SRV);
-    assert_eq!(records(&srv.answers), ["_mysql._tcp.db.shop.svc.cluster.local. SRV 0 100 3306 db-0.db.shop.svc.cluster.local."]);
-    assert_eq!(records(&srv.additionals), ["db-0.db.shop.svc.cluster.local. A 10.1.0.5"]);
+    assert_eq!(
+        records(&srv.answers),
+        ["_mysql._tcp.db.shop.svc.cluster.local. SRV 0 100 3306 db-0.db.shop.svc.cluster.local."]
+    );
+    assert_eq!(
+        records(&srv.additionals),
+        ["db-0.db.shop.svc.cluster.local. A 10.1.0.5"]
+    );
     // A headless Service with no ready endpoint does not exist for DNS.
     assert_nxdomain(&ask("gone.shop.svc.cluster.local.", RecordType::A));
 }
@@ -223,34 +316,65 @@ fn headless_lists_ready_endpoints_only() {
 #[test]
 fn statefulset_and_dashed_endpoint_names() {
     let a = ask("db-0.db.shop.svc.cluster.local.", RecordType::A);
-    assert_eq!(records(&a.answers), ["db-0.db.shop.svc.cluster.local. A 10.1.0.5"]);
+    assert_eq!(
+        records(&a.answers),
+        ["db-0.db.shop.svc.cluster.local. A 10.1.0.5"]
+    );
     // db-1 is not ready: not published.
     assert_nxdomain(&ask("db-1.db.shop.svc.cluster.local.", RecordType::A));
     // Endpoints of ClusterIP Services have names too (dashed address without a hostname).
     let dashed = ask("10-1-0-2.cart.shop.svc.cluster.local.", RecordType::A);
-    assert_eq!(records(&dashed.answers), ["10-1-0-2.cart.shop.svc.cluster.local. A 10.1.0.2"]);
+    assert_eq!(
+        records(&dashed.answers),
+        ["10-1-0-2.cart.shop.svc.cluster.local. A 10.1.0.2"]
+    );
     assert_nodata(&ask("10-1-0-2.cart.shop.svc.cluster.local.", RecordType::AAAA));
     assert_nxdomain(&ask("bogus.cart.shop.svc.cluster.local.", RecordType::A));
 }
 
 #[test]
 fn endpoint_pod_names_replace_dashed_addresses() {
-    let zone = zone_with(ZoneOptions { endpoint_pod_names: true, ..options() });
-    let a = ask_with(&zone, &snapshot(true), "cart-7d9f.cart.shop.svc.cluster.local.", RecordType::A);
-    assert_eq!(records(&a.answers), ["cart-7d9f.cart.shop.svc.cluster.local. A 10.1.0.1"]);
+    let zone = zone_with(ZoneOptions {
+        endpoint_pod_names: true,
+        ..options()
+    });
+    let a = ask_with(
+        &zone,
+        &snapshot(true),
+        "cart-7d9f.cart.shop.svc.cluster.local.",
+        RecordType::A,
+    );
+    assert_eq!(
+        records(&a.answers),
+        ["cart-7d9f.cart.shop.svc.cluster.local. A 10.1.0.1"]
+    );
     // An endpoint without a Pod reference keeps its dashed name.
-    let b = ask_with(&zone, &snapshot(true), "10-1-0-2.cart.shop.svc.cluster.local.", RecordType::A);
+    let b = ask_with(
+        &zone,
+        &snapshot(true),
+        "10-1-0-2.cart.shop.svc.cluster.local.",
+        RecordType::A,
+    );
     assert_eq!(b.answers.len(), 1);
 }
 
 #[test]
 fn ptr_for_cluster_ips_and_endpoints() {
     let svc = ask("10.0.96.10.in-addr.arpa.", RecordType::PTR);
-    assert_eq!(records(&svc.answers), ["10.0.96.10.in-addr.arpa. PTR cart.shop.svc.cluster.local."]);
-    let v6 = ask("0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.", RecordType::PTR);
+    assert_eq!(
+        records(&svc.answers),
+        ["10.0.96.10.in-addr.arpa. PTR cart.shop.svc.cluster.local."]
+    );
+    let v6 = ask(
+        "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
+        RecordType::PTR,
+    );
     assert_eq!(v6.answers.len(), 1, "{v6:?}");
     let ep = ask("5.0.1.10.in-addr.arpa.", RecordType::PTR);
-    assert_eq!(records(&ep.answers), ["5.0.1.10.in-addr.arpa. PTR db-0.db.shop.svc.cluster.local."]);
+    assert_eq!(
+        records(&ep.answers),
+        ["5.0.1.10.in-addr.arpa. PTR db-0.db.shop.svc.cluster.local."]
+    );
     // Not-ready endpoints and unknown addresses have no PTR.
     assert_nxdomain(&ask("6.0.1.10.in-addr.arpa.", RecordType::PTR));
     assert_nxdomain(&ask("1.2.3.4.in-addr.arpa.", RecordType::PTR));
@@ -259,13 +383,23 @@ fn ptr_for_cluster_ips_and_endpoints() {
 #[test]
 fn external_name_is_a_cname_chased_inside_the_zone() {
     let ext = ask("ext.shop.svc.cluster.local.", RecordType::A);
-    assert_eq!(records(&ext.answers), ["ext.shop.svc.cluster.local. CNAME api.example.com."]);
-    assert_eq!(ext.chase, Some(Name::from_ascii("api.example.com.").unwrap()), "outside targets are chased upstream");
+    assert_eq!(
+        records(&ext.answers),
+        ["ext.shop.svc.cluster.local. CNAME api.example.com."]
+    );
+    assert_eq!(
+        ext.chase,
+        Some(Name::from_ascii("api.example.com.").unwrap()),
+        "outside targets are chased upstream"
+    );
     let alias = ask("alias.shop.svc.cluster.local.", RecordType::A);
     assert_eq!(alias.answers[0].record_type(), RecordType::CNAME, "CNAME first");
     assert_eq!(
         records(&alias.answers),
-        ["alias.shop.svc.cluster.local. CNAME cart.shop.svc.cluster.local.", "cart.shop.svc.cluster.local. A 10.96.0.10"]
+        [
+            "alias.shop.svc.cluster.local. CNAME cart.shop.svc.cluster.local.",
+            "cart.shop.svc.cluster.local. A 10.96.0.10"
+        ]
     );
     assert_eq!(alias.chase, None);
     // Nothing exists below an ExternalName.
@@ -277,26 +411,61 @@ fn external_name_is_a_cname_chased_inside_the_zone() {
 fn pod_records_in_each_mode() {
     let name = "10-1-0-9.shop.pod.cluster.local.";
     let a = ask(name, RecordType::A);
-    assert_eq!(records(&a.answers), ["10-1-0-9.shop.pod.cluster.local. A 10.1.0.9"]);
+    assert_eq!(
+        records(&a.answers),
+        ["10-1-0-9.shop.pod.cluster.local. A 10.1.0.9"]
+    );
     // insecure: any well-formed address in an existing namespace.
-    assert_eq!(ask("1-2-3-4.shop.pod.cluster.local.", RecordType::A).answers.len(), 1);
+    assert_eq!(
+        ask("1-2-3-4.shop.pod.cluster.local.", RecordType::A)
+            .answers
+            .len(),
+        1
+    );
     assert_nxdomain(&ask("1-2-3-4.nowhere.pod.cluster.local.", RecordType::A));
     assert_nxdomain(&ask("blah.shop.pod.cluster.local.", RecordType::A));
 
-    let verified = zone_with(ZoneOptions { pods: PodsMode::Verified, ..options() });
-    assert_eq!(ask_with(&verified, &snapshot(true), name, RecordType::A).answers.len(), 1);
-    assert_nxdomain(&ask_with(&verified, &snapshot(true), "1-2-3-4.shop.pod.cluster.local.", RecordType::A));
+    let verified = zone_with(ZoneOptions {
+        pods: PodsMode::Verified,
+        ..options()
+    });
+    assert_eq!(
+        ask_with(&verified, &snapshot(true), name, RecordType::A)
+            .answers
+            .len(),
+        1
+    );
+    assert_nxdomain(&ask_with(
+        &verified,
+        &snapshot(true),
+        "1-2-3-4.shop.pod.cluster.local.",
+        RecordType::A,
+    ));
     // The Pod lives in `shop`, not in `quiet`.
-    assert_nxdomain(&ask_with(&verified, &snapshot(true), "10-1-0-9.quiet.pod.cluster.local.", RecordType::A));
+    assert_nxdomain(&ask_with(
+        &verified,
+        &snapshot(true),
+        "10-1-0-9.quiet.pod.cluster.local.",
+        RecordType::A,
+    ));
 
-    let disabled = zone_with(ZoneOptions { pods: PodsMode::Disabled, ..options() });
+    let disabled = zone_with(ZoneOptions {
+        pods: PodsMode::Disabled,
+        ..options()
+    });
     assert_nxdomain(&ask_with(&disabled, &snapshot(true), name, RecordType::A));
 }
 
 #[test]
 fn negative_answer_matrix() {
     // Structural names exist (NODATA): the zone's own layers and existing namespaces.
-    for name in ["cluster.local.", "svc.cluster.local.", "pod.cluster.local.", "shop.svc.cluster.local.", "quiet.pod.cluster.local."] {
+    for name in [
+        "cluster.local.",
+        "svc.cluster.local.",
+        "pod.cluster.local.",
+        "shop.svc.cluster.local.",
+        "quiet.pod.cluster.local.",
+    ] {
         assert_nodata(&ask(name, RecordType::A));
     }
     // Existing service, type without data.
@@ -320,27 +489,70 @@ fn negative_answer_matrix() {
 
 #[test]
 fn namespaces_option_hides_the_others() {
-    let zone = zone_with(ZoneOptions { namespaces: HashSet::from(["quiet".to_owned()]), ..options() });
-    assert_nxdomain(&ask_with(&zone, &snapshot(true), "cart.shop.svc.cluster.local.", RecordType::A));
-    assert_nxdomain(&ask_with(&zone, &snapshot(true), "shop.svc.cluster.local.", RecordType::A));
-    assert_nxdomain(&ask_with(&zone, &snapshot(true), "10.0.96.10.in-addr.arpa.", RecordType::PTR));
-    assert_nodata(&ask_with(&zone, &snapshot(true), "quiet.svc.cluster.local.", RecordType::A));
+    let zone = zone_with(ZoneOptions {
+        namespaces: HashSet::from(["quiet".to_owned()]),
+        ..options()
+    });
+    assert_nxdomain(&ask_with(
+        &zone,
+        &snapshot(true),
+        "cart.shop.svc.cluster.local.",
+        RecordType::A,
+    ));
+    assert_nxdomain(&ask_with(
+        &zone,
+        &snapshot(true),
+        "shop.svc.cluster.local.",
+        RecordType::A,
+    ));
+    assert_nxdomain(&ask_with(
+        &zone,
+        &snapshot(true),
+        "10.0.96.10.in-addr.arpa.",
+        RecordType::PTR,
+    ));
+    assert_nodata(&ask_with(
+        &zone,
+        &snapshot(true),
+        "quiet.svc.cluster.local.",
+        RecordType::A,
+    ));
 }
 
 #[test]
 fn noendpoints_turns_endpoint_names_off() {
-    let zone = zone_with(ZoneOptions { noendpoints: true, ..options() });
+    let zone = zone_with(ZoneOptions {
+        noendpoints: true,
+        ..options()
+    });
     let snap = snapshot(true);
-    assert_nxdomain(&ask_with(&zone, &snap, "db.shop.svc.cluster.local.", RecordType::A));
-    assert_nxdomain(&ask_with(&zone, &snap, "db-0.db.shop.svc.cluster.local.", RecordType::A));
-    assert_eq!(ask_with(&zone, &snap, "cart.shop.svc.cluster.local.", RecordType::A).answers.len(), 1);
+    assert_nxdomain(&ask_with(
+        &zone,
+        &snap,
+        "db.shop.svc.cluster.local.",
+        RecordType::A,
+    ));
+    assert_nxdomain(&ask_with(
+        &zone,
+        &snap,
+        "db-0.db.shop.svc.cluster.local.",
+        RecordType::A,
+    ));
+    assert_eq!(
+        ask_with(&zone, &snap, "cart.shop.svc.cluster.local.", RecordType::A)
+            .answers
+            .len(),
+        1
+    );
 }
 
 #[test]
 fn soa_ns_and_schema_version_at_the_apex() {
     let soa = ask("cluster.local.", RecordType::SOA);
     assert_eq!(soa.answers.len(), 1);
-    let RData::SOA(rdata) = &soa.answers[0].data else { panic!("not an SOA") };
+    let RData::SOA(rdata) = &soa.answers[0].data else {
+        panic!("not an SOA")
+    };
     assert_eq!(rdata.mname.to_string(), "ns.dns.cluster.local.");
     assert_eq!(rdata.rname.to_string(), "hostmaster.cluster.local.");
     assert_eq!(rdata.minimum, TTL, "the negative-caching TTL is the record TTL");
@@ -360,7 +572,9 @@ fn owner_names_echo_the_question_case() {
     let a = ask("CaRt.ShOp.SvC.Cluster.Local.", RecordType::SRV);
     // The owner is the question as asked; targets use API names and the zone as asked.
     assert_eq!(a.answers[0].name.to_string(), "CaRt.ShOp.SvC.Cluster.Local.");
-    let RData::SRV(srv) = &a.answers[0].data else { panic!("not SRV") };
+    let RData::SRV(srv) = &a.answers[0].data else {
+        panic!("not SRV")
+    };
     assert_eq!(srv.target.to_string(), "cart.shop.svc.Cluster.Local.");
     let neg = ask("missing.shop.svc.CLUSTER.local.", RecordType::A);
     assert_eq!(neg.soa.unwrap().name.to_string(), "CLUSTER.local.");
@@ -369,15 +583,37 @@ fn owner_names_echo_the_question_case() {
 #[test]
 fn servfail_instead_of_nxdomain_before_the_first_sync() {
     let zone = zone_with(options());
-    let a = ask_with(&zone, &snapshot(false), "missing.shop.svc.cluster.local.", RecordType::A);
+    let a = ask_with(
+        &zone,
+        &snapshot(false),
+        "missing.shop.svc.cluster.local.",
+        RecordType::A,
+    );
     assert_eq!(a.rcode, ResponseCode::ServFail);
     assert!(a.soa.is_some());
     // What is known is answered.
-    assert_eq!(ask_with(&zone, &snapshot(false), "cart.shop.svc.cluster.local.", RecordType::A).answers.len(), 1);
+    assert_eq!(
+        ask_with(
+            &zone,
+            &snapshot(false),
+            "cart.shop.svc.cluster.local.",
+            RecordType::A
+        )
+        .answers
+        .len(),
+        1
+    );
 }
 
 #[test]
 fn names_outside_the_zones_are_not_answered() {
     let zone = zone_with(options());
-    assert!(zone.lookup(&snapshot(true), &Name::from_ascii("example.com.").unwrap(), RecordType::A).is_none());
+    assert!(
+        zone.lookup(
+            &snapshot(true),
+            &Name::from_ascii("example.com.").unwrap(),
+            RecordType::A
+        )
+        .is_none()
+    );
 }
