@@ -30,10 +30,22 @@ pub(crate) fn upstream(entry: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+/// `entry` as a resolver to forward to: an upstream address that is not svcnet itself.
+pub(crate) fn forward_target(entry: &str, listen: &[SocketAddr]) -> Result<SocketAddr, String> {
+    let addr = upstream(entry)?;
+    if is_self(addr, listen) {
+        return Err(format!(
+            "{entry:?} is svcnet's own dns-listen address, a forwarding loop; allowed any other \
+             resolver"
+        ));
+    }
+    Ok(addr)
+}
+
 /// Whether a query sent to `upstream` would reach svcnet itself, listening on `listen`: a loop.
 /// A wildcard listener catches loopback destinations too; other local addresses of the node
 /// cannot be known here and are not caught.
-pub(crate) fn is_self(upstream: SocketAddr, listen: &[SocketAddr]) -> bool {
+pub fn is_self(upstream: SocketAddr, listen: &[SocketAddr]) -> bool {
     listen.iter().any(|l| {
         l.port() == upstream.port()
             && (l.ip() == upstream.ip() || (l.ip().is_unspecified() && upstream.ip().is_loopback()))

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    Settings,
+    Settings, StubDomainSetting,
     types::{Config, Source},
 };
 
@@ -23,13 +23,17 @@ impl Config {
             Source::ApiServer { kubeconfig } => (None, kubeconfig.as_deref().map(utf8)),
         };
         let dns = &self.dns;
-        let strings = |items: &[_]| Some(items.iter().map(ToString::to_string).collect());
+        let proxy = &self.proxy;
+        fn strings(items: &[impl ToString]) -> Option<Vec<String>> {
+            Some(items.iter().map(ToString::to_string).collect())
+        }
         Settings {
             manifests,
             kubeconfig,
             node_name: self.node_name.clone(),
             cluster_domain: dns.zones.first().cloned(),
             dns_zones: Some(dns.zones.iter().skip(1).cloned().collect()),
+            dns_fallthrough: Some(dns.fallthrough.clone()),
             dns_listen: strings(&dns.listen),
             dns_ttl: Some(dns.ttl),
             pods: Some(dns.pods),
@@ -39,7 +43,23 @@ impl Config {
             namespaces: Some(dns.namespaces.clone()),
             startup_timeout: Some(humantime::format_duration(dns.startup_timeout).to_string()),
             upstreams: strings(&dns.upstreams),
-            proxy: Some(self.proxy),
+            stub_domains: Some(
+                dns.stub_domains
+                    .iter()
+                    .map(|stub| StubDomainSetting {
+                        domain: stub.domain.clone(),
+                        upstreams: stub.upstreams.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect(),
+            ),
+            forward_max_concurrent: Some(dns.forward_max_concurrent),
+            cache_ttl: Some(humantime::format_duration(dns.cache_ttl).to_string()),
+            cache_serve_stale: Some(humantime::format_duration(dns.cache_serve_stale).to_string()),
+            proxy: Some(proxy.mode),
+            cluster_cidr: strings(&proxy.cluster_cidrs),
+            nodeport_addresses: strings(&proxy.nodeport_addresses),
+            proxy_min_sync_period: Some(humantime::format_duration(proxy.min_sync_period).to_string()),
+            proxy_full_sync_period: Some(humantime::format_duration(proxy.full_sync_period).to_string()),
         }
     }
 }

@@ -11,15 +11,18 @@ mod error;
 mod file;
 mod names;
 mod settings;
+mod stub_domains;
 mod types;
 mod validate;
 mod zones;
 
 use std::path::Path;
 
+pub use addrs::is_self;
 pub use error::{ConfigError, ConfigErrors, KeyError};
 pub use settings::Settings;
-pub use types::{Config, DnsConfig, PodsMode, ProxyMode, Source};
+pub use stub_domains::StubDomainSetting;
+pub use types::{Config, DnsConfig, PodsMode, ProxyConfig, ProxyMode, Source, StubDomain};
 
 /// The configuration of `config_file` (if given) overridden by `flags`, validated.
 pub fn load(config_file: Option<&Path>, flags: Settings) -> Result<Config, ConfigError> {

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{PodsMode, ProxyMode};
+use crate::{
+    StubDomainSetting,
+    types::{PodsMode, ProxyMode},
+};
 
 /// Every configuration key. `None` means "not given here", so a flag that was not passed does
 /// not hide the file's value. Lists given as flags may repeat the flag or separate values by
@@ -45,6 +48,13 @@ pub struct Settings {
     #[arg(long, value_name = "ZONE|CIDR", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_zones: Option<Vec<String>>,
+
+    /// Reverse zones whose names the cluster does not know are asked of the upstreams instead
+    /// of answered NXDOMAIN: zone names or CIDRs, as in `dns-zones`; empty turns it off
+    /// [default: in-addr.arpa, ip6.arpa].
+    #[arg(long, value_name = "ZONE|CIDR", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_fallthrough: Option<Vec<String>>,
 
     /// Addresses to serve DNS on, UDP and TCP [default: 127.0.0.1:5353 with `manifests`,
     /// 0.0.0.0:53 otherwise].
@@ -89,16 +99,70 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub startup_timeout: Option<String>,
 
-    /// Resolvers for ExternalName targets outside the served zones, IP or IP:PORT (port 53 if
-    /// left out) [default: the nameservers of /etc/resolv.conf that are not svcnet itself].
+    /// Resolvers for every name outside the served zones, IP or IP:PORT (port 53 if left out)
+    /// [default: the nameservers of /etc/resolv.conf that are not svcnet itself].
     #[arg(long, value_name = "IP[:PORT]", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstreams: Option<Vec<String>>,
 
-    /// What to do with Service traffic; only `off` works yet [default: off].
+    /// Resolvers for the names under a domain instead of `upstreams`, the longest matching
+    /// domain winning: DOMAIN=IP[:PORT],... (repeat the flag for more domains); in the file a
+    /// mapping, `example.corp: [10.0.0.53, 10.0.0.54:5353]` [default: none].
+    #[arg(long, value_name = "DOMAIN=IP[:PORT],...", value_parser = StubDomainSetting::from_flag)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::stub_domains::as_map"
+    )]
+    pub stub_domains: Option<Vec<StubDomainSetting>>,
+
+    /// Forwarded queries in flight at once; more are answered REFUSED [default: 1000].
+    #[arg(long, value_name = "COUNT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_max_concurrent: Option<usize>,
+
+    /// How long forwarded answers are cached at most, whole seconds up to 7d, e.g. 30s, 5m;
+    /// 0 disables the cache [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_ttl: Option<String>,
+
+    /// How long past its expiry a cached answer may still be given when no upstream answers
+    /// (RFC 8767), up to 7d; 0 disables [default: 1h].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_serve_stale: Option<String>,
+
+    /// What to do with Service traffic: `apply` programs this node's Service rules in
+    /// nftables (needs `node-name`), `dry-run` logs the rules it would program, `off` leaves
+    /// Service traffic to another proxy [default: off].
     #[arg(long, value_name = "MODE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyMode>,
+
+    /// The Pod CIDRs; traffic to a ClusterIP from outside them is masqueraded so that replies
+    /// return through this node [default: none, nothing is masqueraded by source].
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_cidr: Option<Vec<String>>,
+
+    /// The node addresses NodePorts are served on: the node's addresses inside these CIDRs
+    /// [default: every non-loopback address of the node, found at start].
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodeport_addresses: Option<Vec<String>>,
+
+    /// The least time between two proxy syncs; changes within it are applied together
+    /// [default: 250ms].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_min_sync_period: Option<String>,
+
+    /// How often the proxy rules are replaced whole rather than changed element by element
+    /// [default: 1h].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_full_sync_period: Option<String>,
 }
 
 impl Settings {
@@ -113,6 +177,7 @@ impl Settings {
             node_name,
             cluster_domain,
             dns_zones,
+            dns_fallthrough,
             dns_listen,
             dns_ttl,
             pods,
@@ -122,7 +187,15 @@ impl Settings {
             namespaces,
             startup_timeout,
             upstreams,
+            stub_domains,
+            forward_max_concurrent,
+            cache_ttl,
+            cache_serve_stale,
             proxy,
+            cluster_cidr,
+            nodeport_addresses,
+            proxy_min_sync_period,
+            proxy_full_sync_period,
         } = flags;
         Settings {
             manifests: manifests.or(file.manifests),
@@ -130,6 +203,7 @@ impl Settings {
             node_name: node_name.or(file.node_name),
             cluster_domain: cluster_domain.or(file.cluster_domain),
             dns_zones: dns_zones.or(file.dns_zones),
+            dns_fallthrough: dns_fallthrough.or(file.dns_fallthrough),
             dns_listen: dns_listen.or(file.dns_listen),
             dns_ttl: dns_ttl.or(file.dns_ttl),
             pods: pods.or(file.pods),
@@ -139,7 +213,15 @@ impl Settings {
             namespaces: namespaces.or(file.namespaces),
             startup_timeout: startup_timeout.or(file.startup_timeout),
             upstreams: upstreams.or(file.upstreams),
+            stub_domains: stub_domains.or(file.stub_domains),
+            forward_max_concurrent: forward_max_concurrent.or(file.forward_max_concurrent),
+            cache_ttl: cache_ttl.or(file.cache_ttl),
+            cache_serve_stale: cache_serve_stale.or(file.cache_serve_stale),
             proxy: proxy.or(file.proxy),
+            cluster_cidr: cluster_cidr.or(file.cluster_cidr),
+            nodeport_addresses: nodeport_addresses.or(file.nodeport_addresses),
+            proxy_min_sync_period: proxy_min_sync_period.or(file.proxy_min_sync_period),
+            proxy_full_sync_period: proxy_full_sync_period.or(file.proxy_full_sync_period),
         }
     }
 }

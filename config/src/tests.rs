@@ -66,6 +66,7 @@ fn defaults_are_kubeadms_corefile() {
                 "in-addr.arpa.".into(),
                 "ip6.arpa.".into(),
             ],
+            fallthrough: vec!["in-addr.arpa.".into(), "ip6.arpa.".into()],
             ttl: 30,
             pods: PodsMode::Insecure,
             endpoint_pod_names: false,
@@ -75,8 +76,18 @@ fn defaults_are_kubeadms_corefile() {
             startup_timeout: Duration::from_secs(5),
             // 127.0.0.53:53 is caught by svcnet's own 0.0.0.0:53, so it is left out.
             upstreams: vec![sa("10.0.0.2:53")],
+            stub_domains: vec![],
+            forward_max_concurrent: 1000,
+            cache_ttl: Duration::from_secs(30),
+            cache_serve_stale: Duration::from_secs(3600),
         },
-        proxy: ProxyMode::Off,
+        proxy: ProxyConfig {
+            mode: ProxyMode::Off,
+            cluster_cidrs: vec![],
+            nodeport_addresses: vec![],
+            min_sync_period: Duration::from_millis(250),
+            full_sync_period: Duration::from_secs(3600),
+        },
     };
     assert_eq!(config, expected);
 }
@@ -205,7 +216,7 @@ fn keys_and_flags_are_the_same_names() {
         .map(|key| key.trim_matches('`').to_owned())
         .collect();
     assert_eq!(keys, flag_names);
-    assert_eq!(keys.len(), 15, "{keys:?}");
+    assert_eq!(keys.len(), 24, "{keys:?}");
 }
 
 #[test]
@@ -287,6 +298,10 @@ fn every_bad_value_is_reported_with_its_key_and_what_is_allowed() {
         startup_timeout: Some("soon".into()),
         upstreams: strings(&["dns.google"]),
         proxy: Some(ProxyMode::Apply),
+        cluster_cidr: strings(&["10.244.0.0/33"]),
+        nodeport_addresses: strings(&["192.168.1.10"]),
+        proxy_min_sync_period: Some("often".into()),
+        proxy_full_sync_period: Some("0s".into()),
         ..Settings::default()
     };
     let errors = key_errors(settings);
@@ -312,26 +327,100 @@ fn every_bad_value_is_reported_with_its_key_and_what_is_allowed() {
     expect("startup-timeout", &["\"soon\"", "allowed e.g. 5s"]);
     expect("upstreams", &["\"dns.google\"", "allowed IP or IP:PORT"]);
     assert!(errors.contains(&"dns-ttl: 4000 is out of range; allowed 0..=3600".to_owned()));
-    assert!(errors.contains(&"proxy: apply is not built yet; allowed off".to_owned()));
-    assert_eq!(errors.len(), 11, "{errors:#?}");
+    expect("cluster-cidr", &["\"10.244.0.0/33\"", "not a CIDR", "allowed"]);
+    expect(
+        "nodeport-addresses",
+        &["\"192.168.1.10\"", "not a CIDR", "allowed"],
+    );
+    expect("proxy-min-sync-period", &["\"often\"", "allowed e.g."]);
+    expect("proxy-full-sync-period", &["zero", "allowed"]);
+    // node-name is given (if invalid), so apply itself is not an error here.
+    assert_eq!(errors.len(), 14, "{errors:#?}");
 }
 
 #[test]
-fn proxy_dry_run_is_rejected_and_off_accepted() {
-    let dry_run = Settings {
-        proxy: Some(ProxyMode::DryRun),
+fn proxy_apply_needs_a_node_name_and_dry_run_and_off_do_not() {
+    let apply = Settings {
+        proxy: Some(ProxyMode::Apply),
         ..Settings::default()
     };
-    assert_eq!(
-        key_errors(dry_run),
-        ["proxy: dry-run is not built yet; allowed off"]
+    let errors = key_errors(apply.clone());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("proxy: apply needs node-name") && errors[0].contains("allowed"),
+        "{errors:?}"
     );
     let resolv = resolv_conf();
-    let off = Settings {
-        proxy: Some(ProxyMode::Off),
+    let with_node = Settings {
+        node_name: Some("node-1".into()),
+        ..apply
+    };
+    assert_eq!(
+        with_node.validate_with(resolv.path()).unwrap().proxy.mode,
+        ProxyMode::Apply
+    );
+    for mode in [ProxyMode::DryRun, ProxyMode::Off] {
+        let settings = Settings {
+            proxy: Some(mode),
+            ..Settings::default()
+        };
+        assert_eq!(settings.validate_with(resolv.path()).unwrap().proxy.mode, mode);
+    }
+}
+
+#[test]
+fn a_proxy_needs_endpoint_slices() {
+    let settings = Settings {
+        proxy: Some(ProxyMode::DryRun),
+        noendpoints: Some(true),
         ..Settings::default()
     };
-    assert_eq!(off.validate_with(resolv.path()).unwrap().proxy, ProxyMode::Off);
+    let errors = key_errors(settings);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("noendpoints: true hides every endpoint") && errors[0].contains("allowed"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn proxy_settings_round_trip() {
+    let resolv = resolv_conf();
+    let settings = flags(&[
+        "--proxy",
+        "apply",
+        "--node-name",
+        "node-1",
+        "--cluster-cidr",
+        "10.244.0.0/16",
+        "--proxy-min-sync-period",
+        "0s",
+    ]);
+    let config = settings.validate_with(resolv.path()).unwrap();
+    assert_eq!(config.proxy.min_sync_period, Duration::ZERO);
+    round_trip(&config);
+}
+
+#[test]
+fn proxy_keys_parse_cidrs_and_durations() {
+    let resolv = resolv_conf();
+    let settings = flags(&[
+        "--cluster-cidr",
+        "10.244.0.0/16,fd00:10:244::/56",
+        "--nodeport-addresses",
+        "192.168.1.7/24",
+        "--proxy-min-sync-period",
+        "1s",
+        "--proxy-full-sync-period",
+        "10m",
+    ]);
+    let proxy = settings.validate_with(resolv.path()).unwrap().proxy;
+    let nets = |list: &[&str]| -> Vec<ipnet::IpNet> { list.iter().map(|s| s.parse().unwrap()).collect() };
+    assert_eq!(proxy.cluster_cidrs, nets(&["10.244.0.0/16", "fd00:10:244::/56"]));
+    // Host bits are dropped, as Kubernetes does.
+    assert_eq!(proxy.nodeport_addresses, nets(&["192.168.1.0/24"]));
+    assert_eq!(proxy.min_sync_period, Duration::from_secs(1));
+    assert_eq!(proxy.full_sync_period, Duration::from_secs(600));
 }
 
 #[test]
@@ -342,7 +431,8 @@ fn invalid_display_puts_each_error_on_its_own_line() {
         message.lines().collect::<Vec<_>>(),
         [
             "dns-ttl: 4000 is out of range; allowed 0..=3600",
-            "proxy: apply is not built yet; allowed off"
+            "proxy: apply needs node-name (which endpoints are local to this node); allowed \
+             apply with node-name, dry-run, off"
         ]
     );
 }
@@ -408,6 +498,7 @@ fn to_yaml_round_trips() {
         node_name: Some("node-1.example".into()),
         cluster_domain: Some("k8s.example".into()),
         dns_zones: strings(&["10.96.0.0/16", "fd00:77:30::/64"]),
+        dns_fallthrough: strings(&["10.0.0.0/8", "ip6.arpa"]),
         dns_listen: strings(&["127.0.0.1:1053", "[::1]:1053"]),
         dns_ttl: Some(0),
         pods: Some(PodsMode::Verified),
@@ -417,7 +508,19 @@ fn to_yaml_round_trips() {
         namespaces: strings(&["default", "kube-system"]),
         startup_timeout: Some("1m 500ms".into()),
         upstreams: strings(&["10.0.0.2", "[fd00::2]:5353"]),
-        proxy: None,
+        stub_domains: Some(vec![StubDomainSetting {
+            domain: "example.corp".into(),
+            upstreams: vec!["10.0.0.53".into(), "[fd00::53]:5353".into()],
+        }]),
+        forward_max_concurrent: Some(50),
+        cache_ttl: Some("0".into()),
+        cache_serve_stale: Some("1d 2h".into()),
+        // noendpoints above hides endpoints from a proxy: only off goes with it.
+        proxy: Some(ProxyMode::Off),
+        cluster_cidr: strings(&["10.244.0.0/16", "fd00:10:244::/56"]),
+        nodeport_addresses: strings(&["192.168.0.0/16"]),
+        proxy_min_sync_period: Some("1s 500ms".into()),
+        proxy_full_sync_period: Some("2h".into()),
     };
     let config = everything.validate_with(resolv.path()).unwrap();
     assert_eq!(config.dns.startup_timeout, Duration::from_millis(60_500));
@@ -429,4 +532,102 @@ fn to_yaml_round_trips() {
         ..Settings::default()
     };
     round_trip(&kubeconfig.validate_with(resolv.path()).unwrap());
+}
+
+#[test]
+fn stub_domains_from_the_file_and_from_repeated_flags() {
+    let resolv = resolv_conf();
+    let file = yaml_file("stub-domains:\n  example.corp: [10.0.0.53, '10.0.0.54:5353']\n");
+    let config = load(Some(file.path()), Settings::default()).unwrap();
+    let stub = |domain: &str, upstreams: &[&str]| StubDomain {
+        domain: domain.into(),
+        upstreams: upstreams.iter().map(|u| sa(u)).collect(),
+    };
+    assert_eq!(
+        config.dns.stub_domains,
+        [stub("example.corp.", &["10.0.0.53:53", "10.0.0.54:5353"])]
+    );
+
+    let settings = flags(&[
+        "--stub-domains",
+        "example.corp=10.0.0.53,10.0.0.54:5353",
+        "--stub-domains=10.0.0.0/8=10.0.0.53",
+    ]);
+    let config = settings.validate_with(resolv.path()).unwrap();
+    assert_eq!(
+        config.dns.stub_domains,
+        [
+            stub("example.corp.", &["10.0.0.53:53", "10.0.0.54:5353"]),
+            stub("10.in-addr.arpa.", &["10.0.0.53:53"]),
+        ]
+    );
+    let err = Cli::try_parse_from(["svcnet", "--stub-domains", "example.corp"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--stub-domains") && err.contains("DOMAIN=IP"),
+        "{err}"
+    );
+}
+
+#[test]
+fn forwarding_and_cache_keys_name_themselves_in_errors() {
+    let errors = key_errors(Settings {
+        stub_domains: Some(vec![StubDomainSetting {
+            domain: "svc.cluster.local".into(),
+            upstreams: vec!["10.0.0.53".into()],
+        }]),
+        forward_max_concurrent: Some(0),
+        cache_ttl: Some("1500ms".into()),
+        cache_serve_stale: Some("later".into()),
+        ..Settings::default()
+    });
+    assert_eq!(
+        errors,
+        [
+            "stub-domains: \"svc.cluster.local\" is inside cluster.local., which svcnet answers \
+             itself; allowed domains outside the served zones, or reverse zones",
+            "forward-max-concurrent: 0 would refuse every forwarded query; allowed 1 or more",
+            "cache-ttl: 1s 500ms is not whole seconds up to 7d; allowed 0 (no cache) to 7d, e.g. 30s, 5m",
+            "cache-serve-stale: \"later\" is not a duration; allowed e.g. 5s, 500ms, 1m, 1m 30s",
+        ]
+    );
+    let errors = key_errors(Settings {
+        cache_ttl: Some("8d".into()),
+        cache_serve_stale: Some("8d".into()),
+        ..Settings::default()
+    });
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].starts_with("cache-ttl: 8days is not whole seconds up to 7d"));
+    assert!(errors[1].starts_with("cache-serve-stale: 8days is more than 7d"));
+}
+
+#[test]
+fn fallthrough_takes_reverse_zones_only() {
+    let resolv = resolv_conf();
+    let config = flags(&["--dns-fallthrough", "10.0.0.0/8,D.F.ip6.arpa"])
+        .validate_with(resolv.path())
+        .unwrap();
+    assert_eq!(config.dns.fallthrough, ["10.in-addr.arpa.", "d.f.ip6.arpa."]);
+    let config = flags(&["--dns-fallthrough="])
+        .validate_with(resolv.path())
+        .unwrap();
+    assert_eq!(config.dns.fallthrough, Vec::<String>::new());
+    assert_eq!(
+        key_errors(flags(&["--dns-fallthrough", "cluster.local"])),
+        [
+            "dns-fallthrough: \"cluster.local\" is not a reverse zone; allowed in-addr.arpa, \
+          ip6.arpa, zones below them or CIDRs (the cluster's own names never fall through)"
+        ]
+    );
+}
+
+#[test]
+fn a_zero_cache_ttl_turns_the_cache_off() {
+    let resolv = resolv_conf();
+    let config = flags(&["--cache-ttl", "0", "--cache-serve-stale=0s"])
+        .validate_with(resolv.path())
+        .unwrap();
+    assert_eq!(config.dns.cache_ttl, Duration::ZERO);
+    assert_eq!(config.dns.cache_serve_stale, Duration::ZERO);
 }

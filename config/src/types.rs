@@ -3,13 +3,15 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use ipnet::IpNet;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub source: Source,
     /// This node's name (`spec.nodeName` of its Pods); the Pod watch is limited to it.
     pub node_name: Option<String>,
     pub dns: DnsConfig,
-    pub proxy: ProxyMode,
+    pub proxy: ProxyConfig,
 }
 
 /// Where the cluster state comes from.
@@ -30,6 +32,10 @@ pub struct DnsConfig {
     /// the cluster domain, the zone PTR targets are written in; reverse zones
     /// (`in-addr.arpa.`, `0.10.in-addr.arpa.`, `ip6.arpa.`) follow.
     pub zones: Vec<String>,
+    /// Reverse zones whose names the cluster does not know go to the upstreams instead of
+    /// getting NXDOMAIN (CoreDNS `fallthrough`), lowercase and fully qualified. Only reverse
+    /// zones: the cluster's own names never fall through.
+    pub fallthrough: Vec<String>,
     /// TTL of every record, and the SOA minimum (negative-caching TTL).
     pub ttl: u32,
     pub pods: PodsMode,
@@ -43,8 +49,40 @@ pub struct DnsConfig {
     pub noendpoints: bool,
     /// How long to wait for the first complete sync before serving anyway.
     pub startup_timeout: Duration,
-    /// Resolvers asked for the targets of ExternalName Services outside the served zones.
+    /// Resolvers for every name outside the served zones (and ExternalName targets there).
     pub upstreams: Vec<SocketAddr>,
+    /// Resolvers for the names under particular domains, in place of `upstreams`.
+    pub stub_domains: Vec<StubDomain>,
+    /// Forwarded queries in flight at once; more are answered REFUSED.
+    pub forward_max_concurrent: usize,
+    /// How long forwarded answers are cached at most (whole seconds); zero disables the cache.
+    pub cache_ttl: Duration,
+    /// How long past expiry a cached answer may stand in when no upstream answers; zero: never.
+    pub cache_serve_stale: Duration,
+}
+
+/// Resolvers for the names under one domain (CoreDNS `forward example.corp 10.0.0.53`, the
+/// `stubDomains` of kube-dns).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StubDomain {
+    /// Lowercase, fully qualified.
+    pub domain: String,
+    pub upstreams: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyConfig {
+    pub mode: ProxyMode,
+    /// The Pod CIDRs, any family; sources outside them are masqueraded on the way to a
+    /// ClusterIP. Empty: no source is masqueraded for that reason.
+    pub cluster_cidrs: Vec<IpNet>,
+    /// NodePorts are served on the node's addresses inside these; empty means every
+    /// non-loopback address of the node.
+    pub nodeport_addresses: Vec<IpNet>,
+    /// The least time between two syncs.
+    pub min_sync_period: Duration,
+    /// How often the rules are replaced whole.
+    pub full_sync_period: Duration,
 }
 
 /// Pod records `a-b-c-d.<ns>.pod.<zone>` (CoreDNS `pods`).
@@ -63,16 +101,15 @@ pub enum PodsMode {
     Verified,
 }
 
-/// What the Service proxy does. Only `Off` passes validation until the proxy is built; the
-/// other variants stay so the flag and file syntax are settled.
+/// What the Service proxy does.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, serde::Serialize,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum ProxyMode {
-    /// Program the node's Service rules (not built yet).
+    /// Program the node's Service rules in nftables.
     Apply,
-    /// Compute the rules without applying them (not built yet).
+    /// Compute the rules and log them without applying them.
     DryRun,
     /// No Service proxy: another one (kube-proxy) handles Service traffic.
     #[default]

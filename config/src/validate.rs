@@ -4,24 +4,41 @@
 use std::{path::Path, time::Duration};
 
 use clap::ValueEnum;
+use ipnet::IpNet;
 
 use crate::{
     Settings,
     addrs::{self, LISTEN_ALLOWED},
     error::{ConfigErrors, KeyError},
-    names,
-    types::{Config, DnsConfig, PodsMode, ProxyMode, Source},
+    names, stub_domains,
+    types::{Config, DnsConfig, PodsMode, ProxyConfig, ProxyMode, Source},
     zones,
 };
 
 /// kubeadm's `kubernetes cluster.local in-addr.arpa ip6.arpa`.
 const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 const DEFAULT_DNS_ZONES: [&str; 2] = ["in-addr.arpa", "ip6.arpa"];
+/// kubeadm's `fallthrough in-addr.arpa ip6.arpa`.
+const DEFAULT_DNS_FALLTHROUGH: [&str; 2] = ["in-addr.arpa", "ip6.arpa"];
 /// kubeadm's `ttl 30`.
 const DEFAULT_DNS_TTL: u32 = 30;
 /// CoreDNS's own limit for `ttl`.
 const MAX_DNS_TTL: u32 = 3600;
 const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Short enough that a change is programmed within a blink, long enough that a rollout's
+/// burst of endpoint changes costs a few nft runs rather than hundreds.
+const DEFAULT_PROXY_MIN_SYNC_PERIOD: Duration = Duration::from_millis(250);
+/// kube-proxy's full-sync period.
+const DEFAULT_PROXY_FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+/// CoreDNS `forward`'s `max_concurrent 1000` in kubeadm's Corefile.
+const DEFAULT_FORWARD_MAX_CONCURRENT: usize = 1000;
+/// kubeadm's `cache 30`.
+const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
+/// CoreDNS `serve_stale`'s default.
+const DEFAULT_CACHE_SERVE_STALE: Duration = Duration::from_secs(3600);
+/// RFC 8767 §4 caps cached TTLs at 7 days (604,800 s); the stale window, for which it
+/// suggests 1 to 3 days, gets the same ceiling.
+const MAX_CACHE_TIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// With manifests svcnet runs beside a developer's own resolver, unprivileged: a high port on
 /// loopback. Against a cluster it is the node's resolver: port 53 everywhere.
 const DEFAULT_LISTEN_MANIFESTS: &str = "127.0.0.1:5353";
@@ -98,6 +115,23 @@ impl Settings {
                 Err(message) => fail("dns-zones", message),
             }
         }
+        let fallthrough_entries = self
+            .dns_fallthrough
+            .unwrap_or_else(|| DEFAULT_DNS_FALLTHROUGH.map(String::from).into());
+        let mut fallthrough = Vec::new();
+        for entry in entries(&fallthrough_entries) {
+            match zones::zone(entry) {
+                Ok(zone) if zones::is_reverse(&zone) => push_new(&mut fallthrough, zone),
+                Ok(_) => fail(
+                    "dns-fallthrough",
+                    format!(
+                        "{entry:?} is not a reverse zone; allowed in-addr.arpa, ip6.arpa, zones \
+                         below them or CIDRs (the cluster's own names never fall through)"
+                    ),
+                ),
+                Err(message) => fail("dns-fallthrough", message),
+            }
+        }
 
         let default_listen = if manifests_given {
             DEFAULT_LISTEN_MANIFESTS
@@ -142,29 +176,18 @@ impl Settings {
             }
         }
 
-        let startup_timeout = match &self.startup_timeout {
-            None => DEFAULT_STARTUP_TIMEOUT,
-            Some(text) => humantime::parse_duration(text.trim()).unwrap_or_else(|_| {
-                fail(
-                    "startup-timeout",
-                    format!("{text:?} is not a duration; allowed e.g. 5s, 500ms, 1m, 1m 30s"),
-                );
-                DEFAULT_STARTUP_TIMEOUT
-            }),
-        };
+        let startup_timeout = duration(
+            &mut fail,
+            "startup-timeout",
+            self.startup_timeout.as_deref(),
+            DEFAULT_STARTUP_TIMEOUT,
+        );
 
         let mut upstreams = Vec::new();
         match &self.upstreams {
             Some(given) => {
                 for entry in entries(given) {
-                    match addrs::upstream(entry) {
-                        Ok(addr) if addrs::is_self(addr, &listen) => fail(
-                            "upstreams",
-                            format!(
-                                "{entry:?} is svcnet's own dns-listen address, a forwarding loop; \
-                                 allowed any other resolver"
-                            ),
-                        ),
+                    match addrs::forward_target(entry, &listen) {
                         Ok(addr) => push_new(&mut upstreams, addr),
                         Err(message) => fail("upstreams", message),
                     }
@@ -178,11 +201,109 @@ impl Settings {
                 .for_each(|addr| push_new(&mut upstreams, addr)),
         }
 
-        let proxy = self.proxy.unwrap_or_default();
-        if proxy != ProxyMode::Off {
+        let given_stubs = self.stub_domains.as_deref().unwrap_or_default();
+        let (stub_domains, stub_errors) = stub_domains::validate(given_stubs, &zones, &listen);
+        stub_errors
+            .into_iter()
+            .for_each(|message| fail("stub-domains", message));
+
+        let forward_max_concurrent = self
+            .forward_max_concurrent
+            .unwrap_or(DEFAULT_FORWARD_MAX_CONCURRENT);
+        if forward_max_concurrent == 0 {
+            fail(
+                "forward-max-concurrent",
+                "0 would refuse every forwarded query; allowed 1 or more".to_owned(),
+            );
+        }
+
+        let cache_ttl = duration(
+            &mut fail,
+            "cache-ttl",
+            self.cache_ttl.as_deref(),
+            DEFAULT_CACHE_TTL,
+        );
+        if cache_ttl.subsec_nanos() != 0 || cache_ttl > MAX_CACHE_TIME {
+            fail(
+                "cache-ttl",
+                format!(
+                    "{} is not whole seconds up to 7d; allowed 0 (no cache) to 7d, e.g. 30s, 5m",
+                    humantime::format_duration(cache_ttl)
+                ),
+            );
+        }
+        let cache_serve_stale = duration(
+            &mut fail,
+            "cache-serve-stale",
+            self.cache_serve_stale.as_deref(),
+            DEFAULT_CACHE_SERVE_STALE,
+        );
+        if cache_serve_stale > MAX_CACHE_TIME {
+            fail(
+                "cache-serve-stale",
+                format!(
+                    "{} is more than 7d; allowed 0 (never) to 7d, e.g. 1h",
+                    humantime::format_duration(cache_serve_stale)
+                ),
+            );
+        }
+
+        let mode = self.proxy.unwrap_or_default();
+        if mode == ProxyMode::Apply && self.node_name.is_none() {
             fail(
                 "proxy",
-                format!("{} is not built yet; allowed off", value_name(proxy)),
+                format!(
+                    "{} needs node-name (which endpoints are local to this node); allowed \
+                     apply with node-name, dry-run, off",
+                    value_name(mode)
+                ),
+            );
+        }
+        if mode != ProxyMode::Off && self.noendpoints == Some(true) {
+            fail(
+                "noendpoints",
+                format!(
+                    "true hides every endpoint from the Service proxy (proxy {}); allowed false \
+                     while proxy is not off",
+                    value_name(mode)
+                ),
+            );
+        }
+        let mut cidr_list = |key, list: &Option<Vec<String>>| {
+            let mut nets = Vec::new();
+            for entry in entries(list.as_deref().unwrap_or_default()) {
+                match entry.parse::<IpNet>() {
+                    // Host bits are ignored, as Kubernetes does for these flags.
+                    Ok(net) => push_new(&mut nets, net.trunc()),
+                    Err(_) => fail(
+                        key,
+                        format!(
+                            "{entry:?} is not a CIDR; allowed e.g. 10.244.0.0/16 or \
+                             fd00:10:244::/56"
+                        ),
+                    ),
+                }
+            }
+            nets
+        };
+        let cluster_cidrs = cidr_list("cluster-cidr", &self.cluster_cidr);
+        let nodeport_addresses = cidr_list("nodeport-addresses", &self.nodeport_addresses);
+        let min_sync_period = duration(
+            &mut fail,
+            "proxy-min-sync-period",
+            self.proxy_min_sync_period.as_deref(),
+            DEFAULT_PROXY_MIN_SYNC_PERIOD,
+        );
+        let full_sync_period = duration(
+            &mut fail,
+            "proxy-full-sync-period",
+            self.proxy_full_sync_period.as_deref(),
+            DEFAULT_PROXY_FULL_SYNC_PERIOD,
+        );
+        if full_sync_period.is_zero() {
+            fail(
+                "proxy-full-sync-period",
+                "is zero; allowed a duration above zero, e.g. 1h".to_owned(),
             );
         }
 
@@ -194,6 +315,7 @@ impl Settings {
                 dns: DnsConfig {
                     listen,
                     zones,
+                    fallthrough,
                     ttl,
                     pods,
                     endpoint_pod_names: self.endpoint_pod_names.unwrap_or(false),
@@ -202,8 +324,18 @@ impl Settings {
                     noendpoints: self.noendpoints.unwrap_or(false),
                     startup_timeout,
                     upstreams,
+                    stub_domains,
+                    forward_max_concurrent,
+                    cache_ttl,
+                    cache_serve_stale,
                 },
-                proxy,
+                proxy: ProxyConfig {
+                    mode,
+                    cluster_cidrs,
+                    nodeport_addresses,
+                    min_sync_period,
+                    full_sync_period,
+                },
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -216,6 +348,26 @@ fn entries(list: &[String]) -> impl Iterator<Item = &str> {
     list.iter()
         .map(|entry| entry.trim())
         .filter(|entry| !entry.is_empty())
+}
+
+/// The duration `key` gives as `text`, or `default` when not given (or not a duration, which
+/// is reported).
+fn duration(
+    fail: &mut impl FnMut(&'static str, String),
+    key: &'static str,
+    text: Option<&str>,
+    default: Duration,
+) -> Duration {
+    let Some(text) = text else {
+        return default;
+    };
+    humantime::parse_duration(text.trim()).unwrap_or_else(|_| {
+        fail(
+            key,
+            format!("{text:?} is not a duration; allowed e.g. 5s, 500ms, 1m, 1m 30s"),
+        );
+        default
+    })
 }
 
 /// Repeats would bind twice or answer twice; the first occurrence keeps its place.

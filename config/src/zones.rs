@@ -62,6 +62,17 @@ pub(crate) fn reverse_zone(net: IpNet) -> Result<String, String> {
     }
 }
 
+/// Whether `zone` (lowercase, fully qualified) is `in-addr.arpa.`, `ip6.arpa.` or below them.
+pub(crate) fn is_reverse(zone: &str) -> bool {
+    is_within(zone, "in-addr.arpa.") || is_within(zone, "ip6.arpa.")
+}
+
+/// Whether `name` is `zone` or below it; both lowercase and fully qualified.
+pub(crate) fn is_within(name: &str, zone: &str) -> bool {
+    name.strip_suffix(zone)
+        .is_some_and(|prefix| prefix.is_empty() || prefix.ends_with('.'))
+}
+
 fn under(mut labels: Vec<String>, suffix: &str) -> String {
     labels.push(suffix.to_owned());
     labels.join(".")

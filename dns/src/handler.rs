@@ -1,61 +1,86 @@
-//! The hickory `RequestHandler`: turns requests into lookups over the current snapshot and
-//! lookups into wire answers. Everything protocol-level lives here (EDNS, flags, rcodes for
-//! questions the zone does not answer); everything about names lives in [`crate::lookup`].
+//! The hickory `RequestHandler`: turns requests into lookups over the current snapshot, or
+//! into forwarded queries, and either into wire answers. Everything protocol-level lives here
+//! (EDNS, flags, rcodes for questions nobody answers); everything about names lives in
+//! [`crate::lookup`], everything about upstreams in [`crate::forward`].
 
 use std::sync::Arc;
 
 use hickory_proto::{
-    op::{Edns, Metadata, OpCode, ResponseCode},
-    rr::{Record, RecordType},
+    op::{Edns, Metadata, OpCode, Query, ResponseCode},
+    rr::{Name, Record, RecordType},
 };
 use hickory_server::{
     net::runtime::Time,
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponseBuilder,
+    zone_handler::{MessageResponse, MessageResponseBuilder},
 };
 use svcnet_cluster::Reader;
 use tracing::debug;
 
 use crate::{
+    forward::{ForwardError, Forwarder},
+    loadbalance::shuffle_addresses,
     lookup::{Answer, ClusterZone},
-    upstream::Upstreams,
+    loop_check::LoopDetector,
+    upstream::Transport,
 };
 
 /// The EDNS version svcnet speaks; a higher one gets BADVERS (RFC 6891 §6.1.3).
 const EDNS_VERSION: u8 = 0;
 
 pub struct Handler {
-    zone: ClusterZone,
-    snapshots: Reader,
-    upstreams: Arc<Upstreams>,
+    pub zone: ClusterZone,
+    /// Reverse zones whose NXDOMAIN falls through to the upstreams (CoreDNS `fallthrough`).
+    pub fallthrough: Vec<Name>,
+    pub snapshots: Reader,
+    pub forwarder: Arc<Forwarder>,
+    pub loops: Arc<LoopDetector>,
 }
 
 impl Handler {
-    pub fn new(zone: ClusterZone, snapshots: Reader, upstreams: Arc<Upstreams>) -> Self {
-        Self {
-            zone,
-            snapshots,
-            upstreams,
-        }
+    /// The cluster zone's answer, or `None` when the question goes upstream: it is outside
+    /// every served zone, or it is a name of a `fallthrough` zone the cluster does not know
+    /// and an upstream can be asked (kubeadm's `fallthrough in-addr.arpa ip6.arpa`). Those are
+    /// reverse zones only: the cluster domain's NXDOMAIN is final.
+    fn cluster_answer(&self, qname: &Name, qtype: RecordType) -> Option<Answer> {
+        // The guard is dropped at the end of the statement: a snapshot is never held across I/O.
+        let answer = self.zone.lookup(&self.snapshots.load(), qname, qtype)?;
+        let falls_through = answer.rcode == ResponseCode::NXDomain
+            && self.fallthrough.iter().any(|zone| zone.zone_of(qname))
+            && self.forwarder.forwards(qname);
+        (!falls_through).then_some(answer)
     }
 
-    /// Looks the question up in the cluster zone, chasing an ExternalName target upstream.
-    /// `None`: the name is outside every served zone.
-    async fn answer(&self, name: &hickory_proto::rr::Name, qtype: RecordType) -> Option<(Answer, bool)> {
-        // The guard is dropped before any await: a snapshot is never held across I/O.
-        let mut answer = self.zone.lookup(&self.snapshots.load(), name, qtype)?;
-        let mut truncated = false;
-        if let Some(target) = answer.chase.take() {
-            match self.upstreams.query(&target, qtype).await {
-                Ok(reply) => {
-                    answer.answers.extend(reply.answers);
-                    // CoreDNS copies the upstream's TC bit so the client retries over TCP.
-                    truncated = reply.truncated;
-                }
-                Err(error) => debug!(%target, %error, "ExternalName target not resolved upstream"),
+    /// Resolves an ExternalName target outside the served zones upstream and appends the reply's
+    /// answers after the CNAME. Returns whether that reply was truncated: CoreDNS copies TC so
+    /// that the client retries over TCP.
+    async fn chase(
+        &self,
+        request: &Request,
+        target: Name,
+        qtype: RecordType,
+        answers: &mut Vec<Record>,
+    ) -> bool {
+        let question = Query::query(target, qtype);
+        let resolved = self
+            .forwarder
+            .resolve(
+                question,
+                &request.metadata,
+                request.edns.as_ref(),
+                transport(request),
+            )
+            .await;
+        match resolved {
+            Ok(reply) => {
+                answers.extend(reply.answers);
+                reply.metadata.truncation
+            }
+            Err(error) => {
+                debug!(%error, "ExternalName target not resolved upstream");
+                false
             }
         }
-        Some((answer, truncated))
     }
 }
 
@@ -67,18 +92,10 @@ impl RequestHandler for Handler {
         mut response: R,
     ) -> ResponseInfo {
         let mut builder = MessageResponseBuilder::from_message_request(request);
-        // Without an OPT record in the reply hickory caps UDP answers at 512 bytes, so the
-        // client's advertised size must be echoed back (RFC 6891 §7).
-        let resp_edns = request.edns.as_ref().map(|req| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(req.max_payload().max(512));
-            edns.set_version(EDNS_VERSION);
-            edns
-        });
-        if let Some(edns) = &resp_edns {
+        let client_edns = response_edns(request, None);
+        if let Some(edns) = &client_edns {
             builder.edns(edns);
         }
-
         let rcode_only = |rcode| {
             let mut meta = Metadata::response_from_request(&request.metadata);
             meta.response_code = rcode;
@@ -100,30 +117,100 @@ impl RequestHandler for Handler {
             }
         };
 
-        let qtype = info.query.query_type();
-        let qname = info.query.original().name();
+        let question = info.query.original();
+        let (qname, qtype) = (question.name(), question.query_type());
+        self.loops.observe(qname);
         // Zone transfers need a transfer policy svcnet does not have (CoreDNS: REFUSED too).
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             let msg = builder.build(rcode_only(ResponseCode::Refused), [], [], [], []);
             return send(&mut response, msg, request).await;
         }
-        let Some((answer, truncated)) = self.answer(qname, qtype).await else {
-            // Not ours, and there is no forwarding yet: refuse rather than claim NXDOMAIN.
-            let msg = builder.build(rcode_only(ResponseCode::Refused), [], [], [], []);
-            return send(&mut response, msg, request).await;
-        };
 
-        let mut meta = rcode_only(answer.rcode);
-        meta.truncation = truncated;
-        let soa: Vec<&Record> = answer.soa.iter().collect();
-        let msg = builder.build(meta, answer.answers.iter(), [], soa, answer.additionals.iter());
+        if let Some(mut answer) = self.cluster_answer(qname, qtype) {
+            let mut meta = rcode_only(answer.rcode);
+            if let Some(target) = answer.chase.take() {
+                meta.truncation = self.chase(request, target, qtype, &mut answer.answers).await;
+            }
+            shuffle_addresses(&mut answer.answers);
+            let soa: Vec<&Record> = answer.soa.iter().collect();
+            let msg = builder.build(meta, answer.answers.iter(), [], soa, answer.additionals.iter());
+            return send(&mut response, msg, request).await;
+        }
+
+        let resolved = self
+            .forwarder
+            .resolve(
+                question.clone(),
+                &request.metadata,
+                request.edns.as_ref(),
+                transport(request),
+            )
+            .await;
+        let mut reply = match resolved {
+            Ok(reply) => reply,
+            Err(error) => {
+                debug!(%error, name = %qname, "not forwarded");
+                let mut meta = Metadata::response_from_request(&request.metadata);
+                meta.response_code = match error {
+                    ForwardError::NoUpstreams(_) | ForwardError::Busy(_) => ResponseCode::Refused,
+                    ForwardError::Upstream(_) => ResponseCode::ServFail,
+                };
+                meta.recursion_available = true;
+                let msg = builder.build(meta, [], [], [], []);
+                return send(&mut response, msg, request).await;
+            }
+        };
+        shuffle_addresses(&mut reply.answers);
+        let upstream_edns = response_edns(request, reply.edns.as_ref());
+        if let Some(edns) = &upstream_edns {
+            builder.edns(edns);
+        }
+        let msg = builder.build(
+            forwarded_metadata(&request.metadata, &reply.metadata),
+            reply.answers.iter(),
+            reply.authorities.iter(),
+            [],
+            reply.additionals.iter(),
+        );
         send(&mut response, msg, request).await
     }
 }
 
+/// Upstream queries travel as the client's did: UDP for UDP, TCP for any stream.
+fn transport(request: &Request) -> Transport {
+    if request.protocol().is_datagram() {
+        Transport::Udp
+    } else {
+        Transport::Tcp
+    }
+}
+
+/// The header of a forwarded answer: the client's ID, opcode, RD and CD; the upstream's rcode
+/// and its AA, TC, RA and AD flags.
+fn forwarded_metadata(request: &Metadata, reply: &Metadata) -> Metadata {
+    let mut meta = Metadata::response_from_request(request);
+    meta.response_code = reply.response_code;
+    meta.authoritative = reply.authoritative;
+    meta.truncation = reply.truncation;
+    meta.recursion_available = reply.recursion_available;
+    meta.authentic_data = reply.authentic_data;
+    meta
+}
+
+/// The reply's OPT record, present only if the client sent one (RFC 6891 §7). It carries the
+/// client's payload size, because without it hickory caps UDP answers at 512 bytes, and, for a
+/// forwarded answer, the upstream's DO bit and options (extended errors, say).
+fn response_edns(request: &Request, upstream: Option<&Edns>) -> Option<Edns> {
+    let asked = request.edns.as_ref()?;
+    let mut edns = upstream.cloned().unwrap_or_default();
+    edns.set_max_payload(asked.max_payload().max(512));
+    edns.set_version(EDNS_VERSION);
+    Some(edns)
+}
+
 async fn send<'a, R: ResponseHandler>(
     response: &mut R,
-    msg: hickory_server::zone_handler::MessageResponse<
+    msg: MessageResponse<
         '_,
         'a,
         impl Iterator<Item = &'a Record> + Send + 'a,

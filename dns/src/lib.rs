@@ -1,12 +1,19 @@
 //! svcnet's DNS server: the cluster zone answered from the live cluster snapshot, as the
-//! Kubernetes DNS specification and CoreDNS's kubernetes plugin define it.
+//! Kubernetes DNS specification and CoreDNS's kubernetes plugin define it, and every other name
+//! forwarded and cached, as CoreDNS's `forward` and `cache` do in kubeadm's Corefile.
 //!
-//! [`lookup`] is a pure function from a snapshot and a question to an answer; [`handler`] is
-//! the hickory glue around it; [`server`] owns the sockets.
+//! [`lookup`] is a pure function from a snapshot and a question to an answer; `forward` sends
+//! the rest to the upstreams (`pool`, `upstream`) through the `cache`; `handler` is the hickory
+//! glue around both; [`DnsServer`] owns the sockets and checks for forwarding loops.
 
+mod cache;
+mod forward;
 mod handler;
+mod loadbalance;
 pub mod lookup;
+mod loop_check;
 pub mod names;
+mod pool;
 mod server;
 mod upstream;
 pub mod zone;

@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use hickory_proto::rr::Name;
 use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
 use svcnet_cluster::Reader;
@@ -9,9 +10,10 @@ use svcnet_config::DnsConfig;
 use tracing::{info, warn};
 
 use crate::{
+    forward::Forwarder,
     handler::Handler,
     lookup::{ClusterZone, ZoneOptions},
-    upstream::Upstreams,
+    loop_check::LoopDetector,
     zone::Zones,
 };
 
@@ -33,6 +35,14 @@ pub enum DnsError {
         transport: &'static str,
         source: std::io::Error,
     },
+    #[error("invalid stub domain: {0}")]
+    StubDomain(#[source] hickory_proto::ProtoError),
+    #[error(
+        "upstream {upstream} forwards queries back to svcnet, a forwarding loop: set `upstreams` \
+         (or `stub-domains`) to a resolver that does not point at this node, or fix \
+         /etc/resolv.conf"
+    )]
+    ForwardingLoop { upstream: SocketAddr },
     #[error("DNS server stopped: {0}")]
     Serve(#[from] hickory_server::net::NetError),
 }
@@ -40,19 +50,30 @@ pub enum DnsError {
 pub struct DnsServer {
     server: Server<Handler>,
     local_addrs: Vec<SocketAddr>,
+    forwarder: Arc<Forwarder>,
+    loops: Arc<LoopDetector>,
 }
 
 impl DnsServer {
-    /// Binds UDP and TCP on every listen address. Nothing is answered until [`DnsServer::run`].
+    /// Binds UDP and TCP on every listen address and starts answering on them; queries are
+    /// served from here on, [`DnsServer::run`] waits for the end.
     pub async fn bind(config: &DnsConfig, snapshots: Reader) -> Result<Self, DnsError> {
         let zones = Zones::new(&config.zones).map_err(|source| DnsError::Zone {
             zone: config.zones.join(" "),
             source,
         })?;
         let zone = ClusterZone::new(zones, ZoneOptions::from_config(config));
-        let upstreams = Arc::new(Upstreams::new(config.upstreams.clone()));
-        let mut server = Server::new(Handler::new(zone, snapshots, upstreams));
-        let mut local_addrs = Vec::new();
+        let fallthrough = config
+            .fallthrough
+            .iter()
+            .map(|zone| {
+                Name::from_ascii(zone).map_err(|source| DnsError::Zone {
+                    zone: zone.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut sockets = Vec::new();
         for &addr in &config.listen {
             let udp = udp_socket(addr)?;
             // With port 0 the kernel picks a port; TCP then takes the same one.
@@ -62,11 +83,40 @@ impl DnsServer {
                 source,
             })?;
             let tcp = tcp_listener(addr)?;
+            sockets.push((addr, udp, tcp));
+        }
+        let local_addrs: Vec<SocketAddr> = sockets.iter().map(|(addr, ..)| *addr).collect();
+        let forwarder = Arc::new(Forwarder::new(config, &local_addrs).map_err(DnsError::StubDomain)?);
+        let loops = Arc::new(LoopDetector::default());
+        let handler = Handler {
+            zone,
+            fallthrough,
+            snapshots,
+            forwarder: Arc::clone(&forwarder),
+            loops: Arc::clone(&loops),
+        };
+        let mut server = Server::new(handler);
+        for (_, udp, tcp) in sockets {
             server.register_socket(udp);
             server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-            local_addrs.push(addr);
         }
-        Ok(Self { server, local_addrs })
+        Ok(Self {
+            server,
+            local_addrs,
+            forwarder,
+            loops,
+        })
+    }
+
+    /// Fails with [`DnsError::ForwardingLoop`] if an upstream forwards svcnet's queries back to
+    /// it (CoreDNS `loop`). A query for a random name goes through each upstream; seeing that
+    /// name arrive twice means a loop. Call it after [`DnsServer::bind`], whose sockets already
+    /// answer, and before [`DnsServer::run`]; it takes at most one upstream timeout (2 s).
+    pub async fn check_loop(&self) -> Result<(), DnsError> {
+        self.loops
+            .check(self.forwarder.upstreams())
+            .await
+            .map_err(|upstream| DnsError::ForwardingLoop { upstream })
     }
 
     /// The bound addresses, with the ports the kernel chose for port 0.

@@ -192,6 +192,9 @@ fn group_flags(group: &Value, upstream: SocketAddr) -> Vec<String> {
         flags.push("--ignore-empty-service".to_owned());
     }
     flags.extend(["--upstreams".to_owned(), upstream.to_string()]);
+    // The vectors' own words: "fallthrough is never enabled"; kubeadm's default enables it
+    // for reverse names, which would send the reverse group's NXDOMAIN cases upstream.
+    flags.push("--dns-fallthrough=".to_owned());
     flags
 }
 

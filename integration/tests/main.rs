@@ -3,5 +3,7 @@
 
 mod cli;
 mod conformance;
+mod forward;
+mod proxy;
 mod records;
 mod resolvers;

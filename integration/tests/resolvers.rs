@@ -57,9 +57,9 @@ const RESOLVING: &[(&str, &[&str])] = &[
 /// Names that must fail at once, every query of the walk answered NXDOMAIN.
 ///
 /// These stay inside the cluster zone, to the end of the walk. A short name's walk ends with the
-/// name itself, outside the zone, which svcnet answers REFUSED until it forwards: glibc gives up
-/// on REFUSED at once, but musl ignores it and waits out its 5 s timeout (EAI_AGAIN). The glibc
-/// test therefore also has a short name; musl's joins once outside names are forwarded.
+/// name itself, outside the zone, which svcnet answers REFUSED here, having no upstream in this
+/// namespace: glibc gives up on REFUSED at once, but musl ignores it and waits out its 5 s
+/// timeout (EAI_AGAIN). So only the glibc test also has a short name.
 const FAILING: &[&str] = &[
     // mysql-2 is not Ready, so its name is not published yet.
     "mysql-2.mysql.shop.svc.cluster.local",

@@ -47,3 +47,12 @@ fn names_and_junk() {
     assert!(zone("10.0.0.0/33").unwrap_err().contains("not a CIDR"));
     assert!(zone("a..b").unwrap_err().contains("not a domain name or CIDR"));
 }
+
+#[test]
+fn within_compares_whole_labels_and_reverse_means_under_arpa() {
+    assert!(is_within("a.cluster.local.", "cluster.local."));
+    assert!(is_within("cluster.local.", "cluster.local."));
+    assert!(!is_within("mycluster.local.", "cluster.local."));
+    assert!(is_reverse("in-addr.arpa.") && is_reverse("0.10.in-addr.arpa.") && is_reverse("d.f.ip6.arpa."));
+    assert!(!is_reverse("arpa.") && !is_reverse("cluster.local.") && !is_reverse("xin-addr.arpa."));
+}

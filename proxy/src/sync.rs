@@ -1,0 +1,162 @@
+//! The sync loop: turn each new snapshot into a transaction and apply it.
+//!
+//! The first sync after start is a full replace, and so is the first after a failed
+//! transaction and one every full-sync period; the rest send only the element changes since the
+//! last applied state. Syncs are at least the minimum sync period apart, so a burst of changes
+//! arriving within it is applied as one transaction.
+
+use std::time::Duration;
+
+use svcnet_cluster::Reader;
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, info, warn};
+
+use crate::{
+    apply::NftCommand,
+    desired::{Desired, desired},
+    diff::diff,
+    error::NftError,
+    node::NodeContext,
+    ruleset,
+};
+
+/// The first retry after a failed sync waits this long, then twice as long each time.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What a sync does with its transaction.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// Load it with nft.
+    Apply(NftCommand),
+    /// Only log it (`proxy: dry-run`).
+    DryRun,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SyncPeriods {
+    /// The least time between the starts of two syncs.
+    pub min: Duration,
+    /// How often the tables are replaced whole even without a failure, which repairs any
+    /// change made to them behind svcnet's back.
+    pub full: Duration,
+}
+
+/// Keeps the svcnet tables in step with the cluster.
+pub struct Proxy {
+    node: NodeContext,
+    backend: Backend,
+    periods: SyncPeriods,
+    /// What the tables hold, as far as svcnet knows; `None` before the first sync and after a
+    /// failed one, when only a full replace is safe.
+    applied: Option<Desired>,
+    last_full: Instant,
+}
+
+impl Proxy {
+    pub fn new(node: NodeContext, backend: Backend, periods: SyncPeriods) -> Self {
+        Self {
+            node,
+            backend,
+            periods,
+            applied: None,
+            last_full: Instant::now(),
+        }
+    }
+
+    /// Syncs on every change published through `reader`, starting with the first synced
+    /// snapshot (an unsynced one would reject Services not listed yet). Returns when the
+    /// publisher is gone. The rules are never removed here: traffic keeps flowing while svcnet
+    /// restarts or is upgraded.
+    pub async fn run(mut self, mut reader: Reader) {
+        while !reader.load().synced {
+            if !reader.changed().await {
+                return;
+            }
+        }
+        let mut failures: u32 = 0;
+        loop {
+            let started = Instant::now();
+            let snapshot = reader.load_full();
+            let want = desired(&snapshot, &self.node);
+            drop(snapshot);
+            let retry_at = match self.sync(want).await {
+                Ok(()) => {
+                    failures = 0;
+                    None
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = RETRY_BASE
+                        .saturating_mul(1 << (failures - 1).min(8))
+                        .min(RETRY_MAX)
+                        .max(self.periods.min);
+                    warn!(
+                        %error,
+                        retry_in = ?delay,
+                        "proxy sync failed; the previous rules stay in place and the next sync \
+                         replaces them whole"
+                    );
+                    Some(Instant::now() + delay)
+                }
+            };
+
+            let full_at = self.last_full + self.periods.full;
+            tokio::select! {
+                changed = reader.changed() => {
+                    if !changed {
+                        return;
+                    }
+                    // Changes that arrive while waiting are picked up by the next load. After a
+                    // failure, a change does not cut the back-off short.
+                    let not_before = started + self.periods.min;
+                    sleep_until(retry_at.map_or(not_before, |retry| retry.max(not_before))).await;
+                }
+                () = sleep_until(full_at) => {}
+                () = sleep_until(retry_at.unwrap_or(full_at)), if retry_at.is_some() => {}
+            }
+        }
+    }
+
+    /// One sync towards `want`: a full replace when due, the diff from the applied state
+    /// otherwise.
+    async fn sync(&mut self, want: Desired) -> Result<(), NftError> {
+        let due = self.last_full.elapsed() >= self.periods.full;
+        let partial = match &self.applied {
+            Some(applied) if !due => diff(applied, &want),
+            _ => None,
+        };
+        let full = partial.is_none();
+        let tx = partial.unwrap_or_else(|| ruleset::full(&want));
+        if tx.is_empty() {
+            debug!("proxy sync: nothing changed");
+            return Ok(());
+        }
+        let (added, removed) = tx.element_counts();
+        let started = Instant::now();
+        // Until this transaction succeeds svcnet cannot be sure what the tables hold: if it
+        // fails, `applied` stays empty and the next sync is a full replace.
+        let next = match self.applied.take() {
+            Some(previous) if !full => want.keeping_chains_of(&previous),
+            _ => want,
+        };
+        match &self.backend {
+            Backend::Apply(nft) => {
+                nft.apply(&tx).await?;
+                info!(full, added, removed, duration = ?started.elapsed(), "proxy sync");
+            }
+            Backend::DryRun => info!(
+                full,
+                added,
+                removed,
+                dry_run = true,
+                "proxy sync (dry run), would apply:\n{tx}"
+            ),
+        }
+        self.applied = Some(next);
+        if full {
+            self.last_full = Instant::now();
+        }
+        Ok(())
+    }
+}
