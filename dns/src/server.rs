@@ -126,7 +126,7 @@ impl DnsServer {
 
     /// Serves until `shutdown` resolves, then lets in-flight queries finish.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DnsError> {
-        info!(addrs = ?self.local_addrs, "DNS serving");
+        info!(addrs = ?self.local_addrs, upstreams = ?self.forwarder.upstreams(), "DNS serving");
         tokio::select! {
             result = self.server.block_until_done() => result?,
             () = shutdown => self.server.shutdown_gracefully().await?,

@@ -173,3 +173,23 @@ fn resolve_shows_every_query_of_the_search_walk() {
         String::from_utf8_lossy(&missing.stdout)
     );
 }
+
+/// The configuration shipped in deploy/svcnet.yaml's ConfigMap is valid.
+#[test]
+fn the_deployed_configuration_checks() {
+    let manifest =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/svcnet.yaml"))
+            .expect("deploy/svcnet.yaml");
+    // The block scalar under `config.yaml: |`, indented four spaces.
+    let config: String = manifest
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("config.yaml: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(config.contains("cluster-domain"), "ConfigMap block not found");
+    let (ok, stdout, stderr) = check_config(&config);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("dns-ttl: 30"), "{stdout}");
+}
