@@ -1,6 +1,7 @@
 // Command controlplane runs a real, minimal Kubernetes control plane on loopback for svcnet's
 // integration tests: embedded etcd, kube-apiserver and kube-controller-manager (EndpointSlice,
-// EndpointSlice mirroring and ServiceAccount controllers only), all from the upstream Go modules.
+// EndpointSlice mirroring, ServiceAccount and Namespace controllers only), all from the upstream Go
+// modules.
 // There is no kubelet and no scheduler: tests set spec.nodeName themselves and write pod status
 // (Ready condition, podIPs) through the status subresource.
 //
@@ -45,6 +46,7 @@ import (
 	_ "time/tzdata" // as the upstream mains have it (CronJob time zones)
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/component-base/cli"
@@ -151,6 +153,8 @@ func run(args []string) int {
 			log.Printf("signal received, stopping")
 		case c := <-cp.exited:
 			err = fmt.Errorf("%s exited unexpectedly: %v", c.name, c.err)
+		case e := <-cp.etcd.Err():
+			err = fmt.Errorf("etcd: %v", e)
 		}
 	} else if ctx.Err() != nil {
 		log.Printf("signal received while starting, stopping")
@@ -177,6 +181,7 @@ type controlPlane struct {
 	dir          string
 	removeDir    bool
 	etcd         *embed.Etcd
+	etcdLogLevel zap.AtomicLevel
 	children     []*child // in start order
 	exited       chan *child
 	apiserverURL string
@@ -299,7 +304,11 @@ func (cp *controlPlane) start(ctx context.Context) error {
 	// kube-controller-manager.
 	kcmArgs := []string{
 		"--kubeconfig=" + internalKubeconfig,
-		"--controllers=endpointslice-controller,endpointslice-mirroring-controller,serviceaccount-controller",
+		// EndpointSlices from Services and Pods, and from selector-less Services' Endpoints; each
+		// namespace's `default` ServiceAccount, which the (default-on) ServiceAccount admission
+		// plugin waits for when a pod is created; and namespace deletion, which without its
+		// controller would leave a deleted namespace Terminating with its objects forever.
+		"--controllers=endpointslice-controller,endpointslice-mirroring-controller,serviceaccount-controller,namespace-controller",
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(o.kcmPort),
@@ -344,9 +353,21 @@ func (cp *controlPlane) startEtcd(ctx context.Context) error {
 	cfg := embed.NewConfig()
 	cfg.Name = "controlplane"
 	cfg.Dir = filepath.Join(cp.dir, "etcd")
+	// Errors only, without stack traces; raised to "fatal" in stop(), since closing makes etcd
+	// log its listeners' "server closed" as errors.
+	cp.etcdLogLevel = zap.NewAtomicLevelAt(zap.ErrorLevel)
+	zc := zap.NewProductionConfig()
+	zc.Level = cp.etcdLogLevel
+	zc.DisableStacktrace = true
+	zc.Sampling = nil
+	zc.OutputPaths = []string{"stderr"}
+	zc.ErrorOutputPaths = []string{"stderr"}
+	lg, err := zc.Build(zap.Fields(zap.String("component", "etcd")))
+	if err != nil {
+		return err
+	}
 	cfg.Logger = "zap"
-	cfg.LogLevel = "error"
-	cfg.LogOutputs = []string{"stderr"}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 	client := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(o.etcdPort)}
 	peer := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(o.etcdPeerPort)}
 	cfg.ListenClientUrls = []url.URL{client}
@@ -485,6 +506,7 @@ func (cp *controlPlane) stop() {
 		}
 	}
 	if cp.etcd != nil {
+		cp.etcdLogLevel.SetLevel(zap.FatalLevel)
 		cp.etcd.Close()
 	}
 	if cp.removeDir && cp.dir != "" {
