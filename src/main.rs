@@ -2,16 +2,22 @@
 
 mod tools;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use prometheus_client::registry::Registry;
+use svcnet_admin::{AdminError, Endpoint, Probes};
 use svcnet_cluster::{
-    PodScope, Publisher, SourceOptions, apiserver::ApiServerSource, manifests::ManifestSource,
+    PodScope, Publisher, Reader, SourceOptions, apiserver::ApiServerSource, manifests::ManifestSource,
 };
-use svcnet_config::{Config, PodsMode, ProxyMode, Settings, Source};
-use svcnet_dns::DnsServer;
-use svcnet_proxy::{Backend, NftCommand, NodeContext, Proxy, SyncPeriods, ruleset};
+use svcnet_config::{AdminConfig, Config, PodsMode, ProxyMode, Settings, Source};
+use svcnet_dns::{DnsMetrics, DnsServer};
+use svcnet_proxy::{
+    Backend, ConntrackCommand, NftCommand, NodeContext, Proxy, ProxyHealth, ProxyMetrics,
+    ServiceHealthServers, SyncPeriods, ruleset,
+};
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -192,8 +198,19 @@ fn init_tracing() {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // Listened for from here on: a SIGTERM while starting (the first sync, the loop check)
+    // stops svcnet cleanly rather than killing it.
+    let mut shutdown = std::pin::pin!(shutdown_signal().context("listening for SIGTERM")?);
+    let probes = Arc::new(Probes::default());
+    // Every part registers its metrics here before the registry is served on `metrics-listen`.
+    let mut registry = Registry::default();
+    let dns_metrics = DnsMetrics::default();
+    dns_metrics.register(&mut registry);
+    dns_metrics.count_panics();
     let (publisher, mut reader) = svcnet_cluster::channel();
-    let source = tokio::spawn(run_source(config.clone(), publisher));
+    let source = start_source(&config, publisher, &mut registry).await?;
+    // The proxy's /healthz, served with the other endpoints.
+    let mut proxy_healthz = None;
     let proxy = match config.proxy.mode {
         ProxyMode::Off => None,
         mode => {
@@ -216,9 +233,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 min: config.proxy.min_sync_period,
                 full: config.proxy.full_sync_period,
             };
-            Some(tokio::spawn(
-                Proxy::new(node, backend, periods).run(reader.clone()),
-            ))
+            // kube-proxy binds healthCheckNodePorts on every address when NodePorts are.
+            let health_check_bind = if config.proxy.nodeport_addresses.is_empty() {
+                Vec::new()
+            } else {
+                node.nodeport_addresses.clone()
+            };
+            let health = Arc::new(ProxyHealth::new(config.proxy.sync_period));
+            let metrics = ProxyMetrics::register(&mut registry);
+            let mut proxy = Proxy::new(node, backend, periods)
+                .with_health(Arc::clone(&health))
+                .with_metrics(metrics.clone());
+            // Only a proxy that programs the node may touch its conntrack table, or tell a load
+            // balancer that the node serves a Service.
+            if mode == ProxyMode::Apply {
+                proxy = proxy.with_conntrack(ConntrackCommand::default());
+                proxy = proxy.with_service_health(ServiceHealthServers::new(
+                    health_check_bind,
+                    Arc::clone(&health),
+                    config.proxy.sync_period,
+                ));
+            }
+            if let Some(addr) = config.proxy.healthz_listen {
+                let router = svcnet_proxy::health::router(health, metrics);
+                proxy_healthz = Some(Endpoint::new("proxy-healthz", addr, router).await?);
+            }
+            Some(tokio::spawn(proxy.run(reader.clone())))
         }
     };
     let proxy_stopped = async {
@@ -228,18 +268,42 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
 
-    if !reader.wait_synced(config.dns.startup_timeout).await {
+    let mut admin = serve_admin(&config.admin, Arc::clone(&probes), registry).await?;
+    if let Some(endpoint) = proxy_healthz {
+        admin.spawn(endpoint.serve());
+    }
+
+    let synced = tokio::select! {
+        synced = reader.wait_synced(config.dns.startup_timeout) => synced,
+        () = &mut shutdown => return stopped(),
+    };
+    if !synced {
         warn!(
             timeout = ?config.dns.startup_timeout,
             "cluster state not synced yet; serving anyway, with SERVFAIL for names not known so far"
         );
     }
-    let dns = DnsServer::bind(&config.dns, reader)
+    let dns = DnsServer::bind(&config.dns, reader.clone(), dns_metrics)
         .await
         .context("starting DNS")?;
-    dns.check_loop().await.context("checking the upstreams")?;
+    tokio::spawn(ready_when_synced(reader, Arc::clone(&probes)));
     tokio::select! {
-        result = dns.run(shutdown_signal()) => result.context("DNS server")?,
+        result = dns.check_loop() => result.context("checking the upstreams")?,
+        () = &mut shutdown => return stopped(),
+    }
+    let lameduck = config.admin.lameduck;
+    let drained = async {
+        shutdown.await;
+        // CoreDNS `lameduck`: /ready fails at once, so the endpoint leaves the kube-dns Service
+        // and clients move on, while queries that still arrive are answered for `lameduck`.
+        probes.start_lame_duck();
+        if !lameduck.is_zero() {
+            info!(?lameduck, "lame duck: not ready, still answering");
+            tokio::time::sleep(lameduck).await;
+        }
+    };
+    tokio::select! {
+        result = dns.run(drained) => result.context("DNS server")?,
         result = source => {
             result.context("cluster source task")?.context("cluster source")?;
         }
@@ -247,9 +311,51 @@ async fn run(config: Config) -> anyhow::Result<()> {
             result.context("Service proxy task")?;
             anyhow::bail!("the Service proxy stopped: the cluster source is gone");
         }
+        Some(result) = admin.join_next() => {
+            result.context("HTTP endpoint task")??;
+            anyhow::bail!("an HTTP endpoint stopped");
+        }
     }
+    stopped()
+}
+
+fn stopped() -> anyhow::Result<()> {
     info!("stopped");
     Ok(())
+}
+
+/// Binds the operator's endpoints `config` enables and serves them until one fails.
+async fn serve_admin(
+    config: &AdminConfig,
+    probes: Arc<Probes>,
+    registry: Registry,
+) -> Result<JoinSet<Result<(), AdminError>>, AdminError> {
+    let mut endpoints = Vec::new();
+    if let Some(addr) = config.health_listen {
+        endpoints.push(Endpoint::health(addr).await?);
+    }
+    if let Some(addr) = config.ready_listen {
+        endpoints.push(Endpoint::ready(addr, probes).await?);
+    }
+    if let Some(addr) = config.metrics_listen {
+        endpoints.push(Endpoint::metrics(addr, Arc::new(registry)).await?);
+    }
+    let mut servers = JoinSet::new();
+    for endpoint in endpoints {
+        servers.spawn(endpoint.serve());
+    }
+    Ok(servers)
+}
+
+/// Ready once the cluster state has synced, as CoreDNS's kubernetes plugin is once its
+/// informers have.
+async fn ready_when_synced(mut reader: Reader, probes: Arc<Probes>) {
+    while !reader.load().synced {
+        if !reader.changed().await {
+            return;
+        }
+    }
+    probes.set_synced();
 }
 
 fn source_options(config: &Config) -> SourceOptions {
@@ -264,35 +370,37 @@ fn source_options(config: &Config) -> SourceOptions {
     }
 }
 
-async fn run_source(config: Config, publisher: Publisher) -> anyhow::Result<()> {
-    let options = source_options(&config);
-    match &config.source {
-        Source::Manifests(dir) => ManifestSource::new(dir, options).run(publisher).await?,
-        Source::ApiServer { kubeconfig } => {
-            ApiServerSource::connect(kubeconfig.as_deref(), options)
-                .await?
-                .run(publisher)
-                .await?
+/// Starts the cluster source, its metrics registered in `registry`; the task ends only on
+/// an error.
+async fn start_source(
+    config: &Config,
+    publisher: Publisher,
+    registry: &mut Registry,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    let options = source_options(config);
+    Ok(match &config.source {
+        Source::Manifests(dir) => {
+            let source = ManifestSource::new(dir, options);
+            tokio::spawn(async move { Ok(source.run(publisher).await?) })
         }
-    }
-    Ok(())
+        Source::ApiServer { kubeconfig } => {
+            let source = ApiServerSource::connect(kubeconfig.as_deref(), options).await?;
+            source.metrics().register(registry);
+            tokio::spawn(async move { Ok(source.run(publisher).await?) })
+        }
+    })
 }
 
-/// Resolves on SIGTERM (what the kubelet sends) or Ctrl-C.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(error) => {
-                warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Resolves on SIGTERM (what the kubelet sends) or SIGINT (Ctrl-C). The handlers are
+/// installed by the call, not on the first poll, so no signal is missed while starting.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = interrupt.recv() => info!("interrupt received"),
         }
-    };
-    tokio::select! {
-        () = term => info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => info!("interrupt received"),
-    }
+    })
 }

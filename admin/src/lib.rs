@@ -80,22 +80,24 @@ impl Endpoint {
     pub async fn health(addr: SocketAddr) -> Result<Self, AdminError> {
         // Liveness needs no state: answering at all is the proof.
         let router = Router::new().route("/health", get(|| async { "OK" }));
-        Self::bind("health", addr, router).await
+        Self::new("health", addr, router).await
     }
 
     /// `/ready` on `addr`.
     pub async fn ready(addr: SocketAddr, probes: Arc<Probes>) -> Result<Self, AdminError> {
         let router = Router::new().route("/ready", get(ready)).with_state(probes);
-        Self::bind("ready", addr, router).await
+        Self::new("ready", addr, router).await
     }
 
     /// `/metrics` on `addr`, encoding `registry` on every scrape.
     pub async fn metrics(addr: SocketAddr, registry: Arc<Registry>) -> Result<Self, AdminError> {
         let router = Router::new().route("/metrics", get(metrics)).with_state(registry);
-        Self::bind("metrics", addr, router).await
+        Self::new("metrics", addr, router).await
     }
 
-    async fn bind(endpoint: &'static str, addr: SocketAddr, router: Router) -> Result<Self, AdminError> {
+    /// `router` on `addr`, named `endpoint` in logs and errors: for endpoints defined
+    /// elsewhere (the Service proxy's `/healthz`).
+    pub async fn new(endpoint: &'static str, addr: SocketAddr, router: Router) -> Result<Self, AdminError> {
         let listener = TcpListener::bind(addr).await.map_err(|source| AdminError::Bind {
             addr,
             endpoint,

@@ -2,7 +2,10 @@
 //! `svcnet check-config` prints can be loaded again and gives the same [`Config`], whatever the
 //! defaults or `/etc/resolv.conf` say by then.
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use crate::{
     Settings, StubDomainSetting,
@@ -55,13 +58,25 @@ impl Config {
             forward_max_concurrent: Some(dns.forward_max_concurrent),
             cache_ttl: Some(humantime::format_duration(dns.cache_ttl).to_string()),
             cache_serve_stale: Some(humantime::format_duration(dns.cache_serve_stale).to_string()),
+            dns_workers: Some(dns.workers),
+            health_listen: Some(listen_or_empty(self.admin.health_listen)),
+            ready_listen: Some(listen_or_empty(self.admin.ready_listen)),
+            metrics_listen: Some(listen_or_empty(self.admin.metrics_listen)),
+            lameduck: Some(humantime::format_duration(self.admin.lameduck).to_string()),
             proxy: Some(proxy.mode),
             cluster_cidr: strings(&proxy.cluster_cidrs),
             nodeport_addresses: strings(&proxy.nodeport_addresses),
             proxy_min_sync_period: Some(humantime::format_duration(proxy.min_sync_period).to_string()),
             proxy_full_sync_period: Some(humantime::format_duration(proxy.full_sync_period).to_string()),
+            proxy_sync_period: Some(humantime::format_duration(proxy.sync_period).to_string()),
+            proxy_healthz_listen: Some(listen_or_empty(proxy.healthz_listen)),
         }
     }
+}
+
+/// A disabled endpoint is written as the empty address that disables it.
+fn listen_or_empty(addr: Option<SocketAddr>) -> String {
+    addr.map(|addr| addr.to_string()).unwrap_or_default()
 }
 
 /// YAML holds only text: a path that is not UTF-8 (possible only from a flag) is shown lossily.

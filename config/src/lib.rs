@@ -6,6 +6,7 @@
 //! writes the result back in the file's syntax for `svcnet check-config`.
 
 mod addrs;
+mod admin;
 mod effective;
 mod error;
 mod file;
@@ -22,7 +23,7 @@ pub use addrs::is_self;
 pub use error::{ConfigError, ConfigErrors, KeyError};
 pub use settings::Settings;
 pub use stub_domains::StubDomainSetting;
-pub use types::{Config, DnsConfig, PodsMode, ProxyConfig, ProxyMode, Source, StubDomain};
+pub use types::{AdminConfig, Config, DnsConfig, PodsMode, ProxyConfig, ProxyMode, Source, StubDomain};
 
 /// The configuration of `config_file` (if given) overridden by `flags`, validated.
 pub fn load(config_file: Option<&Path>, flags: Settings) -> Result<Config, ConfigError> {

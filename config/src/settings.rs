@@ -133,6 +133,37 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_serve_stale: Option<String>,
 
+    /// DNS worker threads, each with its own SO_REUSEPORT sockets on every listen address;
+    /// 0 sizes them to the CPUs this process may use (its cgroup's CPU limit) [default: 0].
+    #[arg(long, value_name = "COUNT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_workers: Option<usize>,
+
+    /// Where to serve `/health`, 200 while the process lives (CoreDNS `health`); empty
+    /// disables [default: 0.0.0.0:8080, disabled with `manifests`].
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<String>,
+
+    /// Where to serve `/ready`, 200 once the cluster state has synced and until shutdown
+    /// begins (CoreDNS `ready`); empty disables [default: 0.0.0.0:8181, disabled with
+    /// `manifests`].
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_listen: Option<String>,
+
+    /// Where to serve Prometheus `/metrics` (CoreDNS `prometheus`); empty disables
+    /// [default: 0.0.0.0:9153, disabled with `manifests`].
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+
+    /// How long DNS keeps answering after SIGTERM while `/ready` fails, so that clients move
+    /// away before it stops (CoreDNS `health { lameduck }`) [default: 5s, 0s with `manifests`].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lameduck: Option<String>,
+
     /// What to do with Service traffic: `apply` programs this node's Service rules in
     /// nftables (needs `node-name`), `dry-run` logs the rules it would program, `off` leaves
     /// Service traffic to another proxy [default: off].
@@ -163,6 +194,20 @@ pub struct Settings {
     #[arg(long, value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_full_sync_period: Option<String>,
+
+    /// kube-proxy's `syncPeriod`: the proxy's `/healthz` fails once a cluster change has
+    /// waited twice this long without being applied; a port of a healthCheckNodePort server
+    /// that cannot be bound is tried again this often [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_sync_period: Option<String>,
+
+    /// Where to serve the proxy's `/healthz` and `/livez` (kube-proxy's
+    /// `healthzBindAddress`), with `proxy` apply or dry-run; empty disables
+    /// [default: 0.0.0.0:10256, disabled with `manifests`].
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_healthz_listen: Option<String>,
 }
 
 impl Settings {
@@ -191,11 +236,18 @@ impl Settings {
             forward_max_concurrent,
             cache_ttl,
             cache_serve_stale,
+            dns_workers,
+            health_listen,
+            ready_listen,
+            metrics_listen,
+            lameduck,
             proxy,
             cluster_cidr,
             nodeport_addresses,
             proxy_min_sync_period,
             proxy_full_sync_period,
+            proxy_sync_period,
+            proxy_healthz_listen,
         } = flags;
         Settings {
             manifests: manifests.or(file.manifests),
@@ -217,11 +269,18 @@ impl Settings {
             forward_max_concurrent: forward_max_concurrent.or(file.forward_max_concurrent),
             cache_ttl: cache_ttl.or(file.cache_ttl),
             cache_serve_stale: cache_serve_stale.or(file.cache_serve_stale),
+            dns_workers: dns_workers.or(file.dns_workers),
+            health_listen: health_listen.or(file.health_listen),
+            ready_listen: ready_listen.or(file.ready_listen),
+            metrics_listen: metrics_listen.or(file.metrics_listen),
+            lameduck: lameduck.or(file.lameduck),
             proxy: proxy.or(file.proxy),
             cluster_cidr: cluster_cidr.or(file.cluster_cidr),
             nodeport_addresses: nodeport_addresses.or(file.nodeport_addresses),
             proxy_min_sync_period: proxy_min_sync_period.or(file.proxy_min_sync_period),
             proxy_full_sync_period: proxy_full_sync_period.or(file.proxy_full_sync_period),
+            proxy_sync_period: proxy_sync_period.or(file.proxy_sync_period),
+            proxy_healthz_listen: proxy_healthz_listen.or(file.proxy_healthz_listen),
         }
     }
 }

@@ -80,6 +80,13 @@ fn defaults_are_kubeadms_corefile() {
             forward_max_concurrent: 1000,
             cache_ttl: Duration::from_secs(30),
             cache_serve_stale: Duration::from_secs(3600),
+            workers: 0,
+        },
+        admin: AdminConfig {
+            health_listen: Some(sa("0.0.0.0:8080")),
+            ready_listen: Some(sa("0.0.0.0:8181")),
+            metrics_listen: Some(sa("0.0.0.0:9153")),
+            lameduck: Duration::from_secs(5),
         },
         proxy: ProxyConfig {
             mode: ProxyMode::Off,
@@ -87,6 +94,8 @@ fn defaults_are_kubeadms_corefile() {
             nodeport_addresses: vec![],
             min_sync_period: Duration::from_millis(250),
             full_sync_period: Duration::from_secs(3600),
+            sync_period: Duration::from_secs(30),
+            healthz_listen: Some(sa("0.0.0.0:10256")),
         },
     };
     assert_eq!(config, expected);
@@ -216,7 +225,7 @@ fn keys_and_flags_are_the_same_names() {
         .map(|key| key.trim_matches('`').to_owned())
         .collect();
     assert_eq!(keys, flag_names);
-    assert_eq!(keys.len(), 24, "{keys:?}");
+    assert_eq!(keys.len(), 31, "{keys:?}");
 }
 
 #[test]
@@ -515,12 +524,19 @@ fn to_yaml_round_trips() {
         forward_max_concurrent: Some(50),
         cache_ttl: Some("0".into()),
         cache_serve_stale: Some("1d 2h".into()),
+        dns_workers: Some(2),
+        health_listen: Some("[::1]:8080".into()),
+        ready_listen: Some(String::new()),
+        metrics_listen: Some("127.0.0.1:9153".into()),
+        lameduck: Some("1s 500ms".into()),
         // noendpoints above hides endpoints from a proxy: only off goes with it.
         proxy: Some(ProxyMode::Off),
         cluster_cidr: strings(&["10.244.0.0/16", "fd00:10:244::/56"]),
         nodeport_addresses: strings(&["192.168.0.0/16"]),
         proxy_min_sync_period: Some("1s 500ms".into()),
         proxy_full_sync_period: Some("2h".into()),
+        proxy_sync_period: Some("1m".into()),
+        proxy_healthz_listen: Some("127.0.0.1:10256".into()),
     };
     let config = everything.validate_with(resolv.path()).unwrap();
     assert_eq!(config.dns.startup_timeout, Duration::from_millis(60_500));
@@ -630,4 +646,58 @@ fn a_zero_cache_ttl_turns_the_cache_off() {
         .unwrap();
     assert_eq!(config.dns.cache_ttl, Duration::ZERO);
     assert_eq!(config.dns.cache_serve_stale, Duration::ZERO);
+}
+
+#[test]
+fn admin_endpoints_are_coredns_ports_off_with_manifests_and_empty_disables() {
+    let resolv = resolv_conf();
+    let config = flags(&["--manifests", "/m"])
+        .validate_with(resolv.path())
+        .unwrap();
+    assert_eq!(
+        config.admin,
+        AdminConfig {
+            health_listen: None,
+            ready_listen: None,
+            metrics_listen: None,
+            lameduck: Duration::ZERO,
+        }
+    );
+    let config = flags(&[
+        "--manifests=/m",
+        "--health-listen=127.0.0.1:18080",
+        "--metrics-listen",
+        "[::1]:19153",
+        "--lameduck=2s",
+    ])
+    .validate_with(resolv.path())
+    .unwrap();
+    assert_eq!(config.admin.health_listen, Some(sa("127.0.0.1:18080")));
+    assert_eq!(config.admin.ready_listen, None);
+    assert_eq!(config.admin.metrics_listen, Some(sa("[::1]:19153")));
+    assert_eq!(config.admin.lameduck, Duration::from_secs(2));
+    let config = flags(&["--ready-listen="]).validate_with(resolv.path()).unwrap();
+    assert_eq!(config.admin.ready_listen, None);
+    assert_eq!(config.admin.health_listen, Some(sa("0.0.0.0:8080")));
+}
+
+#[test]
+fn admin_keys_name_themselves_in_errors() {
+    assert_eq!(
+        key_errors(flags(&[
+            "--health-listen=:8080",
+            "--ready-listen=127.0.0.1:9153",
+            "--metrics-listen=127.0.0.1:9153",
+            "--lameduck=soon",
+            "--dns-workers=1000",
+        ])),
+        [
+            "dns-workers: 1000 is out of range; allowed 0 (one per CPU) to 256",
+            "health-listen: \":8080\" is not an address; allowed ADDR:PORT, e.g. 127.0.0.1:5353 \
+             or [::]:53 or empty to disable",
+            "lameduck: \"soon\" is not a duration; allowed e.g. 5s, 500ms, 1m, 1m 30s",
+            "metrics-listen: 127.0.0.1:9153 is also ready-listen; allowed ADDR:PORT, e.g. \
+             127.0.0.1:5353 or [::]:53 not used by another endpoint",
+        ]
+    );
 }

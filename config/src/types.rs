@@ -11,6 +11,7 @@ pub struct Config {
     /// This node's name (`spec.nodeName` of its Pods); the Pod watch is limited to it.
     pub node_name: Option<String>,
     pub dns: DnsConfig,
+    pub admin: AdminConfig,
     pub proxy: ProxyConfig,
 }
 
@@ -59,6 +60,19 @@ pub struct DnsConfig {
     pub cache_ttl: Duration,
     /// How long past expiry a cached answer may stand in when no upstream answers; zero: never.
     pub cache_serve_stale: Duration,
+    /// Worker threads serving DNS, each with its own sockets; 0: one per usable CPU.
+    pub workers: usize,
+}
+
+/// The operator's HTTP endpoints (CoreDNS `health`, `ready`, `prometheus`) and the drain at
+/// shutdown. An endpoint without an address is not served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub health_listen: Option<SocketAddr>,
+    pub ready_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long DNS keeps answering after SIGTERM, with `/ready` failing (CoreDNS `lameduck`).
+    pub lameduck: Duration,
 }
 
 /// Resolvers for the names under one domain (CoreDNS `forward example.corp 10.0.0.53`, the
@@ -83,6 +97,10 @@ pub struct ProxyConfig {
     pub min_sync_period: Duration,
     /// How often the rules are replaced whole.
     pub full_sync_period: Duration,
+    /// kube-proxy's `syncPeriod`: `/healthz` fails when a change waits twice this long.
+    pub sync_period: Duration,
+    /// Where `/healthz` and `/livez` are served; `None`: not served.
+    pub healthz_listen: Option<SocketAddr>,
 }
 
 /// Pod records `a-b-c-d.<ns>.pod.<zone>` (CoreDNS `pods`).

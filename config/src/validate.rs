@@ -9,9 +9,10 @@ use ipnet::IpNet;
 use crate::{
     Settings,
     addrs::{self, LISTEN_ALLOWED},
+    admin,
     error::{ConfigErrors, KeyError},
     names, stub_domains,
-    types::{Config, DnsConfig, PodsMode, ProxyConfig, ProxyMode, Source},
+    types::{AdminConfig, Config, DnsConfig, PodsMode, ProxyConfig, ProxyMode, Source},
     zones,
 };
 
@@ -28,6 +29,10 @@ const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Short enough that a change is programmed within a blink, long enough that a rollout's
 /// burst of endpoint changes costs a few nft runs rather than hundreds.
 const DEFAULT_PROXY_MIN_SYNC_PERIOD: Duration = Duration::from_millis(250);
+/// kube-proxy's `syncPeriod` default.
+const DEFAULT_PROXY_SYNC_PERIOD: Duration = Duration::from_secs(30);
+/// kube-proxy's `healthzBindAddress` default.
+const DEFAULT_PROXY_HEALTHZ_LISTEN: &str = "0.0.0.0:10256";
 /// kube-proxy's full-sync period.
 const DEFAULT_PROXY_FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 /// CoreDNS `forward`'s `max_concurrent 1000` in kubeadm's Corefile.
@@ -39,6 +44,8 @@ const DEFAULT_CACHE_SERVE_STALE: Duration = Duration::from_secs(3600);
 /// RFC 8767 §4 caps cached TTLs at 7 days (604,800 s); the stale window, for which it
 /// suggests 1 to 3 days, gets the same ceiling.
 const MAX_CACHE_TIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Far more than any node's CPUs: a bigger number is a typo.
+const MAX_DNS_WORKERS: usize = 256;
 /// With manifests svcnet runs beside a developer's own resolver, unprivileged: a high port on
 /// loopback. Against a cluster it is the node's resolver: port 53 everywhere.
 const DEFAULT_LISTEN_MANIFESTS: &str = "127.0.0.1:5353";
@@ -248,6 +255,61 @@ impl Settings {
             );
         }
 
+        let workers = self.dns_workers.unwrap_or(0);
+        if workers > MAX_DNS_WORKERS {
+            fail(
+                "dns-workers",
+                format!("{workers} is out of range; allowed 0 (one per CPU) to {MAX_DNS_WORKERS}"),
+            );
+        }
+
+        // A developer's Ctrl-C should stop svcnet at once.
+        let default_lameduck = if manifests_given {
+            Duration::ZERO
+        } else {
+            admin::DEFAULT_LAMEDUCK
+        };
+        let admin = AdminConfig {
+            health_listen: admin::listen(
+                &mut fail,
+                "health-listen",
+                self.health_listen.as_deref(),
+                admin::DEFAULT_HEALTH_LISTEN,
+                manifests_given,
+            ),
+            ready_listen: admin::listen(
+                &mut fail,
+                "ready-listen",
+                self.ready_listen.as_deref(),
+                admin::DEFAULT_READY_LISTEN,
+                manifests_given,
+            ),
+            metrics_listen: admin::listen(
+                &mut fail,
+                "metrics-listen",
+                self.metrics_listen.as_deref(),
+                admin::DEFAULT_METRICS_LISTEN,
+                manifests_given,
+            ),
+            lameduck: duration(&mut fail, "lameduck", self.lameduck.as_deref(), default_lameduck),
+        };
+        let healthz_listen = admin::listen(
+            &mut fail,
+            "proxy-healthz-listen",
+            self.proxy_healthz_listen.as_deref(),
+            DEFAULT_PROXY_HEALTHZ_LISTEN,
+            manifests_given,
+        );
+        admin::check_distinct(
+            &mut fail,
+            &[
+                ("health-listen", admin.health_listen),
+                ("ready-listen", admin.ready_listen),
+                ("metrics-listen", admin.metrics_listen),
+                ("proxy-healthz-listen", healthz_listen),
+            ],
+        );
+
         let mode = self.proxy.unwrap_or_default();
         if mode == ProxyMode::Apply && self.node_name.is_none() {
             fail(
@@ -300,6 +362,18 @@ impl Settings {
             self.proxy_full_sync_period.as_deref(),
             DEFAULT_PROXY_FULL_SYNC_PERIOD,
         );
+        let sync_period = duration(
+            &mut fail,
+            "proxy-sync-period",
+            self.proxy_sync_period.as_deref(),
+            DEFAULT_PROXY_SYNC_PERIOD,
+        );
+        if sync_period.is_zero() {
+            fail(
+                "proxy-sync-period",
+                "is zero; allowed a duration above zero, e.g. 30s".to_owned(),
+            );
+        }
         if full_sync_period.is_zero() {
             fail(
                 "proxy-full-sync-period",
@@ -328,13 +402,17 @@ impl Settings {
                     forward_max_concurrent,
                     cache_ttl,
                     cache_serve_stale,
+                    workers,
                 },
+                admin,
                 proxy: ProxyConfig {
                     mode,
                     cluster_cidrs,
                     nodeport_addresses,
                     min_sync_period,
                     full_sync_period,
+                    sync_period,
+                    healthz_listen,
                 },
             }),
             _ => Err(ConfigErrors(errors)),

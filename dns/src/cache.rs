@@ -159,6 +159,12 @@ impl ResponseCache {
             .then(|| entry.reply_with_ttl(STALE_TTL))
     }
 
+    /// Entries held (approximately, as moka counts), with data and denials: CoreDNS's
+    /// `coredns_cache_entries` by type.
+    pub fn entries(&self) -> (u64, u64) {
+        (self.success.entry_count(), self.denial.entry_count())
+    }
+
     fn entry(&self, key: &CacheKey) -> Option<Arc<Entry>> {
         self.success.get(key).or_else(|| self.denial.get(key))
     }

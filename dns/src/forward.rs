@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, time::Instant};
 
 use hickory_proto::{
-    op::{Edns, Message, MessageType, Metadata, Query},
+    op::{Edns, Message, MessageType, Metadata, Query, ResponseCode},
     rr::Name,
 };
 use svcnet_config::DnsConfig;
@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 
 use crate::{
     cache::{CacheKey, ResponseCache},
+    metrics::{CacheResult, ForwardMetrics, Plugin, ServerMetrics},
     pool::UpstreamPool,
     upstream::{Transport, UpstreamError},
 };
@@ -37,6 +38,7 @@ pub struct Forwarder {
     cache: Option<ResponseCache>,
     in_flight: Semaphore,
     max_in_flight: usize,
+    metrics: ForwardMetrics,
 }
 
 struct StubDomain {
@@ -48,15 +50,22 @@ impl Forwarder {
     /// The forwarder `config` describes. Upstreams at one of `own_addrs` (svcnet's bound
     /// addresses) are dropped: configuration already refuses them, but a port chosen by the
     /// kernel is only known now.
-    pub fn new(config: &DnsConfig, own_addrs: &[SocketAddr]) -> Result<Self, hickory_proto::ProtoError> {
+    pub fn new(
+        config: &DnsConfig,
+        own_addrs: &[SocketAddr],
+        metrics: &ForwardMetrics,
+    ) -> Result<Self, hickory_proto::ProtoError> {
         let pool = |addrs: &[SocketAddr]| {
-            UpstreamPool::new(addrs.iter().copied().filter(|&addr| {
-                let own = svcnet_config::is_self(addr, own_addrs);
-                if own {
-                    warn!(upstream = %addr, "not forwarding to svcnet's own address");
-                }
-                !own
-            }))
+            UpstreamPool::new(
+                addrs.iter().copied().filter(|&addr| {
+                    let own = svcnet_config::is_self(addr, own_addrs);
+                    if own {
+                        warn!(upstream = %addr, "not forwarding to svcnet's own address");
+                    }
+                    !own
+                }),
+                metrics,
+            )
         };
         let mut stubs = Vec::new();
         for stub in &config.stub_domains {
@@ -73,6 +82,7 @@ impl Forwarder {
             cache,
             in_flight: Semaphore::new(config.forward_max_concurrent),
             max_in_flight: config.forward_max_concurrent,
+            metrics: metrics.clone(),
         })
     }
 
@@ -95,17 +105,33 @@ impl Forwarder {
 
     /// The answer to `question`, asked with the client's `header` and `edns`: from the cache,
     /// else from an upstream over `transport`, else, when no upstream answers, a stale cached
-    /// one (RFC 8767).
+    /// one (RFC 8767). Returns the reply and who gave it (CoreDNS's `plugin` label); the cache
+    /// lookup is counted in `server`'s metrics.
     pub async fn resolve(
         &self,
         question: Query,
         header: &Metadata,
         edns: Option<&Edns>,
         transport: Transport,
-    ) -> Result<Message, ForwardError> {
+        server: &ServerMetrics,
+    ) -> Result<(Message, Plugin), ForwardError> {
         let key = CacheKey::new(&question, header, edns);
-        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&key, Instant::now())) {
-            return Ok(hit);
+        if let Some(cache) = &self.cache {
+            let hit = cache.get(&key, Instant::now());
+            let result = match &hit {
+                // The cache's own split: answers with data, and everything else it keeps.
+                Some(reply)
+                    if reply.metadata.response_code == ResponseCode::NoError && !reply.answers.is_empty() =>
+                {
+                    CacheResult::HitSuccess
+                }
+                Some(_) => CacheResult::HitDenial,
+                None => CacheResult::Miss,
+            };
+            server.cache(result, cache.entries());
+            if let Some(hit) = hit {
+                return Ok((hit, Plugin::Cache));
+            }
         }
         let pool = self
             .pool_for(key.name())
@@ -113,6 +139,7 @@ impl Forwarder {
         // CoreDNS `max_concurrent`: past the cap a quick REFUSED beats piling up queries that
         // an overloaded upstream will answer too late anyway.
         let Ok(_permit) = self.in_flight.try_acquire() else {
+            self.metrics.rejected();
             return Err(ForwardError::Busy(self.max_in_flight));
         };
         // The client's header bits (RD, CD, AD) and EDNS (DO, payload size, options) go out as
@@ -126,7 +153,7 @@ impl Forwarder {
                 if let Some(cache) = &self.cache {
                     cache.insert(key, &mut reply, Instant::now());
                 }
-                Ok(reply)
+                Ok((reply, Plugin::Forward))
             }
             Err(error) => {
                 let stale = self
@@ -136,7 +163,7 @@ impl Forwarder {
                 match stale {
                     Some(stale) => {
                         debug!(%error, name = %key.name(), "no upstream answers; serving a stale answer");
-                        Ok(stale)
+                        Ok((stale, Plugin::Cache))
                     }
                     None => Err(error.into()),
                 }
@@ -190,6 +217,7 @@ mod tests {
             forward_max_concurrent: 1000,
             cache_ttl: Duration::from_secs(30),
             cache_serve_stale: Duration::from_secs(3600),
+            workers: 1,
         }
     }
 
@@ -206,6 +234,7 @@ mod tests {
                 &[("corp.", "10.0.0.2:53"), ("eu.corp.", "10.0.0.3:53")],
             ),
             &[],
+            &ForwardMetrics::default(),
         )
         .unwrap();
         assert_eq!(
@@ -230,7 +259,12 @@ mod tests {
 
     #[test]
     fn without_default_upstreams_only_stub_domains_forward() {
-        let forwarder = Forwarder::new(&config(&[], &[("corp.", "10.0.0.2:53")]), &[]).unwrap();
+        let forwarder = Forwarder::new(
+            &config(&[], &[("corp.", "10.0.0.2:53")]),
+            &[],
+            &ForwardMetrics::default(),
+        )
+        .unwrap();
         assert!(forwarder.forwards(&Name::from_ascii("a.corp.").unwrap()));
         assert!(!forwarder.forwards(&Name::from_ascii("example.com.").unwrap()));
     }
@@ -241,6 +275,7 @@ mod tests {
         let forwarder = Forwarder::new(
             &config(&["127.0.0.1:5300", "10.0.0.1:53"], &[("corp.", "127.0.0.1:5300")]),
             &own,
+            &ForwardMetrics::default(),
         )
         .unwrap();
         assert_eq!(forwarder.upstreams(), [sa("10.0.0.1:53")]);

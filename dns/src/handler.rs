@@ -3,7 +3,7 @@
 //! (EDNS, flags, rcodes for questions nobody answers); everything about names lives in
 //! [`crate::lookup`], everything about upstreams in [`crate::forward`].
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use hickory_proto::{
     op::{Edns, Metadata, OpCode, Query, ResponseCode},
@@ -22,19 +22,23 @@ use crate::{
     loadbalance::shuffle_addresses,
     lookup::{Answer, ClusterZone},
     loop_check::LoopDetector,
+    metrics::{Plugin, Report, ServerMetrics},
     upstream::Transport,
 };
 
 /// The EDNS version svcnet speaks; a higher one gets BADVERS (RFC 6891 §6.1.3).
 const EDNS_VERSION: u8 = 0;
 
+/// The handler of one listening address; all of them share the zone, forwarder and loop
+/// detector, and each has its own metric labels (CoreDNS's `server`).
 pub struct Handler {
-    pub zone: ClusterZone,
+    pub zone: Arc<ClusterZone>,
     /// Reverse zones whose NXDOMAIN falls through to the upstreams (CoreDNS `fallthrough`).
-    pub fallthrough: Vec<Name>,
+    pub fallthrough: Arc<[Name]>,
     pub snapshots: Reader,
     pub forwarder: Arc<Forwarder>,
     pub loops: Arc<LoopDetector>,
+    pub metrics: ServerMetrics,
 }
 
 impl Handler {
@@ -69,10 +73,11 @@ impl Handler {
                 &request.metadata,
                 request.edns.as_ref(),
                 transport(request),
+                &self.metrics,
             )
             .await;
         match resolved {
-            Ok(reply) => {
+            Ok((reply, _)) => {
                 answers.extend(reply.answers);
                 reply.metadata.truncation
             }
@@ -82,15 +87,9 @@ impl Handler {
             }
         }
     }
-}
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response: R,
-    ) -> ResponseInfo {
+    /// Answers `request`; returns what was sent and who answered (CoreDNS's `plugin` label).
+    async fn answer<R: ResponseHandler>(&self, request: &Request, mut response: R) -> (ResponseInfo, Plugin) {
         let mut builder = MessageResponseBuilder::from_message_request(request);
         let client_edns = response_edns(request, None);
         if let Some(edns) = &client_edns {
@@ -113,7 +112,7 @@ impl RequestHandler for Handler {
             Ok(info) => info,
             Err(rcode) => {
                 let msg = builder.build(rcode_only(rcode), [], [], [], []);
-                return send(&mut response, msg, request).await;
+                return (send(&mut response, msg, request).await, Plugin::Server);
             }
         };
 
@@ -123,7 +122,7 @@ impl RequestHandler for Handler {
         // Zone transfers need a transfer policy svcnet does not have (CoreDNS: REFUSED too).
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             let msg = builder.build(rcode_only(ResponseCode::Refused), [], [], [], []);
-            return send(&mut response, msg, request).await;
+            return (send(&mut response, msg, request).await, Plugin::Server);
         }
 
         if let Some(mut answer) = self.cluster_answer(qname, qtype) {
@@ -134,7 +133,7 @@ impl RequestHandler for Handler {
             shuffle_addresses(&mut answer.answers);
             let soa: Vec<&Record> = answer.soa.iter().collect();
             let msg = builder.build(meta, answer.answers.iter(), [], soa, answer.additionals.iter());
-            return send(&mut response, msg, request).await;
+            return (send(&mut response, msg, request).await, Plugin::Kubernetes);
         }
 
         let resolved = self
@@ -144,10 +143,11 @@ impl RequestHandler for Handler {
                 &request.metadata,
                 request.edns.as_ref(),
                 transport(request),
+                &self.metrics,
             )
             .await;
-        let mut reply = match resolved {
-            Ok(reply) => reply,
+        let (mut reply, plugin) = match resolved {
+            Ok(resolved) => resolved,
             Err(error) => {
                 debug!(%error, name = %qname, "not forwarded");
                 let mut meta = Metadata::response_from_request(&request.metadata);
@@ -157,7 +157,7 @@ impl RequestHandler for Handler {
                 };
                 meta.recursion_available = true;
                 let msg = builder.build(meta, [], [], [], []);
-                return send(&mut response, msg, request).await;
+                return (send(&mut response, msg, request).await, Plugin::Forward);
             }
         };
         shuffle_addresses(&mut reply.answers);
@@ -172,7 +172,31 @@ impl RequestHandler for Handler {
             [],
             reply.additionals.iter(),
         );
-        send(&mut response, msg, request).await
+        (send(&mut response, msg, request).await, plugin)
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        let started = Instant::now();
+        let (info, plugin) = self.answer(request, response).await;
+        let question = request.request_info().ok().map(|info| info.query.original());
+        self.metrics.report(&Report {
+            qname: question.map(Query::name),
+            qtype: question.map(Query::query_type),
+            datagram: request.protocol().is_datagram(),
+            ipv4: request.src().is_ipv4(),
+            request_len: request.as_slice().len(),
+            rcode: info.response_code,
+            plugin,
+            started,
+        });
+        info
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! [`lookup`] is a pure function from a snapshot and a question to an answer; `forward` sends
 //! the rest to the upstreams (`pool`, `upstream`) through the `cache`; `handler` is the hickory
-//! glue around both; [`DnsServer`] owns the sockets and checks for forwarding loops.
+//! glue around both; [`DnsServer`] owns the sockets and the worker threads serving them and
+//! checks for forwarding loops; [`DnsMetrics`] are CoreDNS's metrics.
 
 mod cache;
 mod forward;
@@ -12,10 +13,12 @@ mod handler;
 mod loadbalance;
 pub mod lookup;
 mod loop_check;
+mod metrics;
 pub mod names;
 mod pool;
 mod server;
 mod upstream;
 pub mod zone;
 
+pub use metrics::DnsMetrics;
 pub use server::{DnsError, DnsServer};

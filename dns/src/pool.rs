@@ -9,7 +9,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hickory_proto::{
@@ -19,7 +19,10 @@ use hickory_proto::{
 use rand::seq::SliceRandom;
 use tracing::{debug, info, warn};
 
-use crate::upstream::{self, Transport, UpstreamError};
+use crate::{
+    metrics::{ForwardMetrics, UpstreamMetrics},
+    upstream::{self, Transport, UpstreamError},
+};
 
 /// Failures in a row (timeouts, network errors; not SERVFAIL or other answers) that mark an
 /// upstream down (CoreDNS `max_fails`).
@@ -40,11 +43,12 @@ struct Upstream {
     fails: AtomicU32,
     /// Whether a probe task is running for it.
     probing: AtomicBool,
+    metrics: UpstreamMetrics,
 }
 
 impl UpstreamPool {
     /// A pool of `addrs`, or `None` if there are none.
-    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Option<Self> {
+    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>, metrics: &ForwardMetrics) -> Option<Self> {
         let upstreams: Vec<_> = addrs
             .into_iter()
             .map(|addr| {
@@ -52,6 +56,7 @@ impl UpstreamPool {
                     addr,
                     fails: AtomicU32::new(0),
                     probing: AtomicBool::new(false),
+                    metrics: metrics.upstream(addr),
                 })
             })
             .collect();
@@ -67,8 +72,13 @@ impl UpstreamPool {
     pub async fn exchange(&self, query: &Message, transport: Transport) -> Result<Message, UpstreamError> {
         let mut last_error = None;
         for upstream in self.order() {
+            upstream.metrics.request();
+            let started = Instant::now();
             match upstream::exchange(upstream.addr, query, transport).await {
                 Ok(reply) => {
+                    upstream
+                        .metrics
+                        .response(reply.metadata.response_code, started.elapsed());
                     upstream.fails.store(0, Ordering::Relaxed);
                     return Ok(reply);
                 }
@@ -132,6 +142,7 @@ impl Upstream {
                 self.probing.store(false, Ordering::Release);
                 return;
             }
+            self.metrics.healthcheck_failed();
         }
     }
 }
@@ -141,12 +152,16 @@ mod tests {
     use super::*;
 
     fn pool(addrs: &[&str]) -> UpstreamPool {
-        UpstreamPool::new(addrs.iter().map(|a| a.parse().unwrap())).unwrap()
+        UpstreamPool::new(
+            addrs.iter().map(|a| a.parse().unwrap()),
+            &ForwardMetrics::default(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn an_empty_pool_is_none() {
-        assert!(UpstreamPool::new([]).is_none());
+        assert!(UpstreamPool::new([], &ForwardMetrics::default()).is_none());
     }
 
     #[test]

@@ -98,6 +98,7 @@ type options struct {
 	readyTimeout      time.Duration
 	apiserverArgs     stringList
 	controllerMgrArgs stringList
+	parentPID         int
 }
 
 func run(args []string) int {
@@ -124,6 +125,8 @@ func run(args []string) int {
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 5*time.Minute, "give up if not ready by then")
 	fs.Var(&o.apiserverArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--feature-gates=X=true (repeatable)")
 	fs.Var(&o.controllerMgrArgs, "controller-manager-arg", "extra kube-controller-manager flag (repeatable)")
+	fs.IntVar(&o.parentPID, "parent-pid", 0,
+		"stop (as on SIGTERM) once the process with this PID is gone: a test binary that cannot run destructors for its process-wide fixture passes its own PID (0: off)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -142,6 +145,12 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if o.parentPID != 0 {
+		var orphaned context.CancelFunc
+		ctx, orphaned = context.WithCancel(ctx)
+		defer orphaned()
+		go watchParent(o.parentPID, orphaned)
+	}
 
 	cp := &controlPlane{opts: o}
 	err := cp.start(ctx)
@@ -167,6 +176,28 @@ func run(args []string) int {
 	}
 	log.Printf("stopped")
 	return 0
+}
+
+// watchParent calls gone once process pid no longer exists (or is a zombie nobody reaps, which
+// signal 0 cannot tell apart from a live process, hence /proc). Polled: a process cannot wait for
+// one that is not its child.
+func watchParent(pid int, gone context.CancelFunc) {
+	for {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		// The state follows the parenthesised command name, which may itself hold spaces.
+		if err != nil || zombie(stat) {
+			log.Printf("parent process %d is gone, stopping", pid)
+			gone()
+			return
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func zombie(stat []byte) bool {
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && strings.HasPrefix(s[i+1:], " Z")
 }
 
 type child struct {
@@ -247,7 +278,7 @@ func (cp *controlPlane) start(ctx context.Context) error {
 	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
 		return err
 	}
-	p, err := newPKI(pkiDir, svcIP)
+	p, err := loadOrNewPKI(pkiDir, svcIP)
 	if err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}

@@ -9,17 +9,21 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
-// pki is what the control plane authenticates with, all made fresh at each start and written
-// under dir: a CA, the API server's serving certificate signed by it (so clients verify it against
-// the CA, as they would in a real cluster), the service-account signing key, and the admin token.
+// pki is what the control plane authenticates with, made at the first start and written under
+// dir (and reused from there by a restart on the same --data-dir): a CA, the API server's
+// serving certificate signed by it (so clients verify it against the CA, as they would in a real
+// cluster), the service-account signing key, and the admin token.
 type pki struct {
 	caCertPEM     []byte
 	caFile        string
@@ -41,10 +45,37 @@ func serial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
 }
 
-// newPKI writes the files into dir. firstServiceIP is the `kubernetes` Service's ClusterIP (the
-// first address of the service range), which goes into the serving certificate's names too.
-func newPKI(dir string, firstServiceIP net.IP) (*pki, error) {
-	p := &pki{
+// loadOrNewPKI reuses the files a previous run left in dir (a kept --data-dir), so that a
+// restarted control plane has the same CA, admin token and service-account key and the
+// kubeconfigs and tokens handed out before stay valid; otherwise it makes new ones.
+func loadOrNewPKI(dir string, firstServiceIP net.IP) (*pki, error) {
+	p := pkiPaths(dir)
+	for _, f := range []string{p.caFile, p.servingCert, p.servingKey, p.saKey, p.tokenAuthFile} {
+		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
+			return newPKI(dir, firstServiceIP)
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if p.caCertPEM, err = os.ReadFile(p.caFile); err != nil {
+		return nil, err
+	}
+	tokens, err := os.ReadFile(p.tokenAuthFile)
+	if err != nil {
+		return nil, err
+	}
+	// The one line newPKI wrote: token,user,uid,"group".
+	token, _, ok := strings.Cut(string(tokens), ",")
+	if !ok || token == "" {
+		return nil, fmt.Errorf("%s: no token", p.tokenAuthFile)
+	}
+	p.adminToken = token
+	return p, nil
+}
+
+func pkiPaths(dir string) *pki {
+	return &pki{
 		caFile:        filepath.Join(dir, "ca.crt"),
 		servingCert:   filepath.Join(dir, "apiserver.crt"),
 		servingKey:    filepath.Join(dir, "apiserver.key"),
@@ -53,6 +84,12 @@ func newPKI(dir string, firstServiceIP net.IP) (*pki, error) {
 		adminUser:     "admin",
 		adminGroup:    "system:masters",
 	}
+}
+
+// newPKI writes the files into dir. firstServiceIP is the `kubernetes` Service's ClusterIP (the
+// first address of the service range), which goes into the serving certificate's names too.
+func newPKI(dir string, firstServiceIP net.IP) (*pki, error) {
+	p := pkiPaths(dir)
 	now := time.Now().Add(-time.Hour) // tolerate a little clock skew
 	notAfter := now.Add(10 * 365 * 24 * time.Hour)
 

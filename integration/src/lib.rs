@@ -2,7 +2,10 @@
 //!
 //! Every process a test starts is killed when its guard drops, also when the test fails.
 
+pub mod controlplane;
+pub mod kubeapi;
 pub mod netns;
+pub mod tcpproxy;
 
 use std::{
     io::Read,
@@ -95,6 +98,26 @@ impl Svcnet {
             self.dns,
             self.log()
         );
+    }
+
+    /// Sends SIGTERM without waiting for the exit.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    }
+
+    /// The exit status, if the process exits within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status.

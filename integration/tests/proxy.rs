@@ -321,7 +321,6 @@ fn udp_follows_an_endpoint_change() {
 /// delete the flow's conntrack entry when its endpoint goes, as kube-proxy does, or datagrams
 /// keep going to the old Pod for as long as the flow lasts.
 #[test]
-#[ignore = "conntrack cleanup not implemented yet (issue 3): the flow stays with the removed endpoint"]
 fn udp_flow_moves_when_its_endpoint_is_removed() {
     let mut topo = Topology::new();
     let a = topo.node();
@@ -372,6 +371,117 @@ fn udp_flow_moves_when_its_endpoint_is_removed() {
         summarize(&attempts)
     );
     println!("UDP flow moved {took:?} after the change (bound {CONVERGE:?})");
+}
+
+/// `sessionAffinity: ClientIP` (timeout 2 s): 20 connections from one client all reach one of
+/// the 3 endpoints; once no new connection came for the timeout, new ones are balanced again
+/// and, within a few rounds, reach another endpoint.
+#[test]
+fn client_ip_affinity_sticks_until_the_timeout() {
+    let mut topo = Topology::new();
+    let a = topo.node();
+    let client = topo.pod(&a, "client", &["10.244.1.10"]);
+    let other = topo.pod(&a, "other", &["10.244.1.11"]);
+    let endpoints: Vec<Pod> = (0..3)
+        .map(|i| serving_pod(&mut topo, &a, &format!("web-{i}"), 20 + i))
+        .collect();
+    let web = Service::cluster_ip("web", &["10.96.0.20"]);
+    let mut objects = web.objects(&ready(&endpoints));
+    objects[0]["spec"]["sessionAffinity"] = json!("ClientIP");
+    objects[0]["spec"]["sessionAffinityConfig"] = json!({ "clientIP": { "timeoutSeconds": 2 } });
+    let proxy = Proxy::start(&a, &objects);
+
+    for host in [&client, &other] {
+        let attempts = Probe::tcp(web.vip_v4()).count(20).run(host);
+        let counts = assert_replies_from(&proxy, &attempts, &endpoints, Some(host.ipv4()));
+        assert_eq!(
+            counts.len(),
+            1,
+            "20 connections from {} should stick to one endpoint: {counts:?}",
+            host.name
+        );
+        println!("affinity: 20 connections from {}: {counts:?}", host.name);
+    }
+    let first = Probe::tcp(web.vip_v4()).once(&client);
+    let sticky = first.server().expect("a reply").to_owned();
+    // Each round waits out the timeout, so its connection is balanced afresh: the chance that
+    // 8 rounds all pick the same endpoint again is (1/3)^8 ≈ 1.5e-4.
+    let started = Instant::now();
+    let mut moved = None;
+    for round in 1..=8 {
+        std::thread::sleep(Duration::from_millis(2300));
+        let attempt = Probe::tcp(web.vip_v4()).once(&client);
+        if attempt.server().is_some_and(|s| s != sticky) {
+            moved = Some(round);
+            break;
+        }
+    }
+    let round = moved.unwrap_or_else(|| {
+        panic!(
+            "after the 2 s timeout, 8 new connections all still went to {sticky}\n{}",
+            proxy.log()
+        )
+    });
+    println!(
+        "affinity: moved from {sticky} in round {round} of 2.3 s after the timeout ({:?})",
+        started.elapsed()
+    );
+}
+
+/// `loadBalancerSourceRanges`: the external host reaches the load-balancer IP while its
+/// address is in the ranges, not once the ranges exclude it (dropped before DNAT: a timeout),
+/// while the Service's NodePort keeps working from that same host.
+#[test]
+fn load_balancer_source_ranges_filter_the_load_balancer_ip_only() {
+    let mut topo = Topology::new();
+    let a = topo.node();
+    let external = topo.external(&a);
+    let web_pod = serving_pod(&mut topo, &a, "web-0", 20);
+    let lb_ip: IpAddr = "192.0.2.200".parse().expect("address");
+    let web = Service::cluster_ip("web", &["10.96.0.21"]).node_port(30084, Policy::Cluster);
+    let objects = |range: &str| {
+        let mut objects = web.objects(&ready([&web_pod]));
+        objects[0]["spec"]["type"] = json!("LoadBalancer");
+        objects[0]["spec"]["loadBalancerSourceRanges"] = json!([range]);
+        objects[0]["status"] = json!({ "loadBalancer": { "ingress": [{ "ip": lb_ip.to_string() }] } });
+        objects
+    };
+    // 203.0.113.0/25 holds the external host (203.0.113.2); 203.0.113.128/25 does not.
+    let proxy = Proxy::start(&a, &objects("203.0.113.0/25"));
+    let lb = SocketAddr::new(lb_ip, SERVICE_PORT);
+    let node_port = SocketAddr::new(EXTERNAL_NODE_V4.into(), 30084);
+
+    for probe in [Probe::tcp(lb), Probe::udp(lb)] {
+        let attempts = probe.count(3).run(&external);
+        assert_replies_from(&proxy, &attempts, [&web_pod], None);
+    }
+    proxy.update(&objects("203.0.113.128/25"));
+    let took = eventually(
+        &proxy,
+        "the load-balancer IP drops a source outside the ranges",
+        CONVERGE,
+        || Probe::tcp(lb).timeout(Duration::from_millis(500)).once(&external),
+        |a| a.outcome == Outcome::Timeout,
+    );
+    for probe in [Probe::tcp(lb), Probe::udp(lb)] {
+        let attempts = probe.timeout(DROP_TIMEOUT).count(2).run(&external);
+        for attempt in &attempts {
+            assert_eq!(
+                attempt.outcome,
+                Outcome::Timeout,
+                "{:?} to the LB IP from outside the ranges",
+                probe.proto()
+            );
+        }
+    }
+    for probe in [Probe::tcp(node_port), Probe::udp(node_port)] {
+        let attempts = probe.count(3).run(&external);
+        assert_replies_from(&proxy, &attempts, [&web_pod], None);
+    }
+    println!(
+        "source ranges: LB IP served inside the range, dropped outside {took:?} after the change; \
+         the NodePort still served"
+    );
 }
 
 /// Dual-stack: a Service with an IPv4 and an IPv6 cluster IP, reached over both families,

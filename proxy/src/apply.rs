@@ -1,6 +1,10 @@
 //! Running `nft`: one process per transaction, the script on its standard input.
 
-use std::{ffi::OsString, path::PathBuf, process::Stdio};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
 
 use tokio::{io::AsyncWriteExt, process::Command};
 
@@ -49,61 +53,71 @@ impl NftCommand {
 
     /// Runs nft with `args`, writing `stdin` to it, and returns its standard output.
     pub async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
-        // Named with its prefix in errors: `ip netns exec NAME nft failed`, not `ip failed`.
-        let program = std::iter::once(self.program.display().to_string())
-            .chain(self.args_prefix.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let argv: Vec<OsString> = self
-            .args_prefix
-            .iter()
-            .map(OsString::from)
-            .chain(args.iter().map(OsString::from))
-            .collect();
-        let mut child = Command::new(&self.program)
-            .args(&argv)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| NftError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        // Written while the output is read, so a large script cannot deadlock on full pipes.
-        let input = child.stdin.take();
-        let write = async {
-            if let (Some(mut pipe), Some(text)) = (input, stdin) {
-                pipe.write_all(text.as_bytes()).await?;
-                pipe.shutdown().await?;
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        let (written, output) = tokio::join!(write, child.wait_with_output());
-        let output = output.map_err(|source| NftError::Io {
-            program: program.clone(),
-            source,
-        })?;
-        // A refused script can make nft exit before reading all of it; its status and
-        // message then say more than the broken pipe.
-        if !output.status.success() {
-            return Err(NftError::Failed {
-                program,
-                status: output.status,
-                stderr: truncated(String::from_utf8_lossy(&output.stderr).trim()),
-            });
-        }
-        written.map_err(|source| NftError::Io {
-            program: program.clone(),
-            source,
-        })?;
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        run_tool(&self.program, &self.args_prefix, args, stdin).await
     }
+}
+
+/// Runs `program` with `args_prefix` then `args`, writing `stdin` to it, and returns its standard
+/// output; a non-zero exit is an error carrying what it printed. Shared by nft and conntrack.
+pub(crate) async fn run_tool(
+    program_path: &Path,
+    args_prefix: &[String],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, NftError> {
+    // Named with its prefix in errors: `ip netns exec NAME nft failed`, not `ip failed`.
+    let program = std::iter::once(program_path.display().to_string())
+        .chain(args_prefix.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let argv: Vec<OsString> = args_prefix
+        .iter()
+        .map(OsString::from)
+        .chain(args.iter().map(OsString::from))
+        .collect();
+    let mut child = Command::new(program_path)
+        .args(&argv)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| NftError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    // Written while the output is read, so a large script cannot deadlock on full pipes.
+    let input = child.stdin.take();
+    let write = async {
+        if let (Some(mut pipe), Some(text)) = (input, stdin) {
+            pipe.write_all(text.as_bytes()).await?;
+            pipe.shutdown().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let (written, output) = tokio::join!(write, child.wait_with_output());
+    let output = output.map_err(|source| NftError::Io {
+        program: program.clone(),
+        source,
+    })?;
+    // A refused script can make nft exit before reading all of it; its status and
+    // message then say more than the broken pipe.
+    if !output.status.success() {
+        return Err(NftError::Failed {
+            program,
+            status: output.status,
+            stderr: truncated(String::from_utf8_lossy(&output.stderr).trim()),
+        });
+    }
+    written.map_err(|source| NftError::Io {
+        program: program.clone(),
+        source,
+    })?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn truncated(text: &str) -> String {

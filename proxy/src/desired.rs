@@ -53,17 +53,37 @@ pub struct LbChain {
     pub protocol: Protocol,
     pub endpoints: u32,
     pub masquerade: Masquerade,
+    /// `sessionAffinity: ClientIP`: the chain first sends a client back to the endpoint it
+    /// got last time (see [`AffinityChain`]), and balances only clients it has not seen.
+    pub affinity: bool,
 }
 
 impl LbChain {
-    /// `lb-tcp-3`, `lb-udp-1-masq`, `lb-sctp-2-local`.
+    /// `lb-tcp-3`, `lb-udp-1-masq`, `lb-sctp-2-local`, `lb-tcp-2-aff`.
     pub fn name(self) -> String {
         let (protocol, n) = (self.protocol.as_str(), self.endpoints);
+        let affinity = if self.affinity { "-aff" } else { "" };
         match self.masquerade {
-            Masquerade::OffCluster => format!("lb-{protocol}-{n}"),
-            Masquerade::Always => format!("lb-{protocol}-{n}-masq"),
-            Masquerade::Never => format!("lb-{protocol}-{n}-local"),
+            Masquerade::OffCluster => format!("lb-{protocol}-{n}{affinity}"),
+            Masquerade::Always => format!("lb-{protocol}-{n}-masq{affinity}"),
+            Masquerade::Never => format!("lb-{protocol}-{n}-local{affinity}"),
         }
+    }
+}
+
+/// The chain that records which endpoint a new connection of a `ClientIP` Service went to, for
+/// one protocol and one affinity timeout. There is one per (protocol, timeout) in use: the
+/// timeout of an element added from the packet path is a constant of the rule that adds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AffinityChain {
+    pub protocol: Protocol,
+    pub timeout_secs: u32,
+}
+
+impl AffinityChain {
+    /// `affinity-tcp-10800s`.
+    pub fn name(self) -> String {
+        format!("affinity-{}-{}s", self.protocol.as_str(), self.timeout_secs)
     }
 }
 
@@ -104,6 +124,17 @@ pub struct FamilyState {
     pub hairpin: BTreeSet<IpAddr>,
     /// The load-balancing chains the table has.
     pub lb_chains: BTreeSet<LbChain>,
+    /// Entry points of `ClientIP` Services with endpoints, to the chain that records a new
+    /// connection's endpoint with the Service's timeout.
+    pub affinity: BTreeMap<EntryPoint, Labeled<AffinityChain>>,
+    /// The affinity chains the table has.
+    pub affinity_chains: BTreeSet<AffinityChain>,
+    /// Load-balancer entry points with `loadBalancerSourceRanges` of this family: new
+    /// connections from other sources are dropped before DNAT.
+    pub firewall: BTreeSet<EntryPoint>,
+    /// (protected entry point, allowed source range); merged per entry point, since nft
+    /// refuses overlapping intervals.
+    pub firewall_allow: BTreeSet<(EntryPoint, IpNet)>,
 }
 
 /// The desired contents of both tables.
@@ -129,14 +160,16 @@ impl Desired {
     }
 
     /// This state as the kernel has it after a partial sync from `previous`: partial syncs add
-    /// load-balancing chains but never delete one (a chain still referenced cannot be deleted,
+    /// load-balancing and affinity chains but never delete one (a chain still referenced cannot be deleted,
     /// and kernels before 6.2 see a chain as referenced for a while after its last map element
     /// goes), so unused chains stay until the next full replace.
     #[must_use]
     pub fn keeping_chains_of(mut self, previous: &Desired) -> Desired {
         for family in Family::ALL {
-            let kept = &previous.family(family).lb_chains;
-            self.family_mut(family).lb_chains.extend(kept.iter().copied());
+            let kept = previous.family(family);
+            let state = self.family_mut(family);
+            state.lb_chains.extend(kept.lb_chains.iter().copied());
+            state.affinity_chains.extend(kept.affinity_chains.iter().copied());
         }
         self
     }
@@ -183,6 +216,11 @@ fn add_service(desired: &mut Desired, entry: &ServiceEntry, node: &NodeContext) 
     } else {
         &[]
     };
+    // kube-proxy bounds the timeout to 1 s..1 day through API validation; 0 is clamped here so
+    // that an element never expires at once.
+    let affinity = svc
+        .session_affinity
+        .map(|t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX).max(1));
     for port in &svc.ports {
         let service = match &port.name {
             Some(name) => format!("{}:{name}", svc.key),
@@ -223,48 +261,96 @@ fn add_service(desired: &mut Desired, entry: &ServiceEntry, node: &NodeContext) 
                     protocol: port.protocol,
                     port: port_number,
                 };
-                state.add_entry(entry, endpoints, masquerade, when_empty, &service);
+                let how = Balance {
+                    masquerade,
+                    // IPv4 only: nft 1.0.6 aborts (`netlink_gen_expr: Assertion dreg <
+                    // ctx->reg_low`) on any packet-path map update whose key concatenates an
+                    // IPv6 address, so IPv6 entry points are balanced without affinity.
+                    affinity: affinity.filter(|_| family == Family::Ipv4),
+                    when_empty,
+                };
+                state.add_entry(entry, endpoints, how, &service)
             };
             for ip in cluster_ips.iter().filter(in_family) {
                 add(*ip, port.port, internal, Masquerade::OffCluster);
             }
-            for ip in svc.external_ips.iter().chain(lb_ips).filter(in_family) {
+            for ip in svc.external_ips.iter().filter(in_family) {
                 add(*ip, port.port, external, external_masquerade);
             }
+            let ranges: Vec<IpNet> = svc
+                .load_balancer_source_ranges
+                .iter()
+                .copied()
+                .filter(|net| Family::of(net.addr()) == family)
+                .collect();
+            let lb_entries: Vec<EntryPoint> = lb_ips
+                .iter()
+                .filter(in_family)
+                .filter_map(|ip| add(*ip, port.port, external, external_masquerade))
+                .collect();
+            // NodePorts bypass the source ranges, as in kube-proxy: they are not the load
+            // balancer's address.
             if let Some(node_port) = port.node_port.filter(|_| has_node_ports) {
                 for ip in node.nodeport_addresses.iter().filter(in_family) {
                     add(*ip, node_port, external, external_masquerade);
+                }
+            }
+            if !ranges.is_empty() {
+                for entry in lb_entries {
+                    state.add_firewall(entry, &ranges, node);
                 }
             }
         }
     }
 }
 
+/// How an entry point's connections are balanced, and refused when it has no endpoints.
+#[derive(Clone, Copy, Debug)]
+struct Balance {
+    masquerade: Masquerade,
+    /// The `ClientIP` affinity timeout in seconds, if the Service has one.
+    affinity: Option<u32>,
+    when_empty: NoEndpoints,
+}
+
 impl FamilyState {
+    /// Adds `entry` unless another Service claimed it first; returns it if added.
     fn add_entry(
         &mut self,
         entry: EntryPoint,
         endpoints: &[Candidate],
-        masquerade: Masquerade,
-        when_empty: NoEndpoints,
+        how: Balance,
         service: &str,
-    ) {
+    ) -> Option<EntryPoint> {
         if self.service_ips.contains_key(&entry) || self.no_endpoints.contains_key(&entry) {
-            return;
+            return None;
         }
         let service = service.to_owned();
         let Ok(count @ 1..) = u32::try_from(endpoints.len()) else {
             let value = Labeled {
-                value: when_empty,
+                value: how.when_empty,
                 service,
             };
             self.no_endpoints.insert(entry, value);
-            return;
+            return Some(entry);
         };
+        if let Some(timeout_secs) = how.affinity {
+            let chain = AffinityChain {
+                protocol: entry.protocol,
+                timeout_secs,
+            };
+            self.affinity_chains.insert(chain);
+            let value = Labeled {
+                value: chain,
+                service: service.clone(),
+            };
+            self.affinity.insert(entry, value);
+        }
         let chain = LbChain {
             protocol: entry.protocol,
             endpoints: count,
-            masquerade,
+            masquerade: how.masquerade,
+            affinity: how.affinity.is_some(),
         };
         self.lb_chains.insert(chain);
         self.service_ips.insert(
@@ -279,6 +365,26 @@ impl FamilyState {
             if endpoint.local {
                 self.hairpin.insert(endpoint.addr.ip());
             }
+        }
+        Some(entry)
+    }
+
+    /// Lets only `ranges` (all of `entry`'s family) reach the load-balancer entry point
+    /// `entry`. When a range holds an address of this node, the load-balancer IP itself is
+    /// allowed too, as kube-proxy does: traffic the node sends to its own load balancer's
+    /// address may come back with that address as its source (VIP loopback).
+    fn add_firewall(&mut self, entry: EntryPoint, ranges: &[IpNet], node: &NodeContext) {
+        let mut allowed = ranges.to_vec();
+        let holds_node = node
+            .nodeport_addresses
+            .iter()
+            .any(|ip| ranges.iter().any(|net| net.contains(ip)));
+        if holds_node {
+            allowed.push(IpNet::from(entry.addr));
+        }
+        self.firewall.insert(entry);
+        for net in IpNet::aggregate(&allowed) {
+            self.firewall_allow.insert((entry, net));
         }
     }
 }

@@ -1,12 +1,20 @@
 //! From the state last applied to the desired one: the element deletes and adds (and new
 //! load-balancing chains) that turn one into the other, as one transaction.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+};
+
+use svcnet_cluster::model::Protocol;
 
 use crate::{
-    desired::Desired,
+    desired::{Desired, EntryPoint, FamilyState},
     nft::{Command, Element, Family, Transaction},
-    ruleset::{self, HAIRPIN, NO_ENDPOINTS, PROTOCOLS, SERVICE_IPS, endpoints_map},
+    ruleset::{
+        self, AFFINITY, FIREWALL_ALLOW, FIREWALL_IPS, HAIRPIN, NO_ENDPOINTS, PROTOCOLS, SERVICE_IPS,
+        affinity_map, endpoints_map,
+    },
 };
 
 /// The transaction that turns the tables holding `applied` into ones holding `desired`, or
@@ -28,6 +36,21 @@ pub fn diff(applied: &Desired, desired: &Desired) -> Option<Transaction> {
                 tx.push(family, command);
             }
         }
+        for affinity in new.affinity_chains.difference(&old.affinity_chains) {
+            for command in ruleset::affinity_chain(family, *affinity) {
+                tx.push(family, command);
+            }
+        }
+        // In the same transaction as the endpoint's removal, so no new connection is ever sent
+        // back to it.
+        for protocol in affinity_to_forget(old, new) {
+            tx.push(
+                family,
+                Command::FlushMap {
+                    name: affinity_map(protocol),
+                },
+            );
+        }
 
         // A key whose value changed is deleted and added again: adding an element over an
         // existing key with other data fails in the kernel (EBUSY). Deletes go first so the
@@ -35,6 +58,7 @@ pub fn diff(applied: &Desired, desired: &Desired) -> Option<Transaction> {
         let (services_gone, services_new) = map_changes(&old.service_ips, &new.service_ips);
         let (refused_gone, refused_new) = map_changes(&old.no_endpoints, &new.no_endpoints);
         let (endpoints_gone, endpoints_new) = map_changes(&old.endpoints, &new.endpoints);
+        let (affinity_gone, affinity_new) = map_changes(&old.affinity, &new.affinity);
         let deletes = |set, elements: Vec<Element>| Command::DeleteElements {
             set,
             elements: elements.into_iter().map(|e| Element::key(e.key)).collect(),
@@ -76,6 +100,33 @@ pub fn diff(applied: &Desired, desired: &Desired) -> Option<Transaction> {
                     .collect(),
             ),
         );
+        tx.push(
+            family,
+            deletes(
+                AFFINITY,
+                affinity_gone.into_iter().map(ruleset::affinity).collect(),
+            ),
+        );
+        tx.push(
+            family,
+            deletes(
+                FIREWALL_IPS,
+                old.firewall
+                    .difference(&new.firewall)
+                    .map(ruleset::firewall_ip)
+                    .collect(),
+            ),
+        );
+        tx.push(
+            family,
+            deletes(
+                FIREWALL_ALLOW,
+                old.firewall_allow
+                    .difference(&new.firewall_allow)
+                    .map(ruleset::firewall_allow)
+                    .collect(),
+            ),
+        );
 
         // Endpoints before the dispatch elements that lead to them, for readability only: the
         // transaction is atomic either way.
@@ -106,6 +157,33 @@ pub fn diff(applied: &Desired, desired: &Desired) -> Option<Transaction> {
         tx.push(
             family,
             adds(
+                AFFINITY,
+                affinity_new.into_iter().map(ruleset::affinity).collect(),
+            ),
+        );
+        tx.push(
+            family,
+            adds(
+                FIREWALL_ALLOW,
+                new.firewall_allow
+                    .difference(&old.firewall_allow)
+                    .map(ruleset::firewall_allow)
+                    .collect(),
+            ),
+        );
+        tx.push(
+            family,
+            adds(
+                FIREWALL_IPS,
+                new.firewall
+                    .difference(&old.firewall)
+                    .map(ruleset::firewall_ip)
+                    .collect(),
+            ),
+        );
+        tx.push(
+            family,
+            adds(
                 SERVICE_IPS,
                 services_new.into_iter().map(ruleset::service_ip).collect(),
             ),
@@ -119,6 +197,27 @@ pub fn diff(applied: &Desired, desired: &Desired) -> Option<Transaction> {
         );
     }
     Some(tx)
+}
+
+/// The protocols whose affinity map may send a client to an endpoint that is no longer one of
+/// its entry point's: an entry point that had affinity lost an endpoint, its affinity, or went.
+/// The map's elements are added by the kernel, so svcnet cannot delete only the clients of
+/// that endpoint without reading the map; forgetting every client of the protocol is safe.
+fn affinity_to_forget(old: &FamilyState, new: &FamilyState) -> BTreeSet<Protocol> {
+    let endpoints = |state: &FamilyState, entry: &EntryPoint| -> BTreeSet<SocketAddr> {
+        state
+            .endpoints
+            .range((*entry, 0)..=(*entry, u32::MAX))
+            .map(|(_, addr)| *addr)
+            .collect()
+    };
+    old.affinity
+        .keys()
+        .filter(|entry| {
+            !new.affinity.contains_key(entry) || !endpoints(old, entry).is_subset(&endpoints(new, entry))
+        })
+        .map(|entry| entry.protocol)
+        .collect()
 }
 
 /// Entries of `old` to delete (gone, or holding another value now) and entries of `new` to

@@ -183,11 +183,14 @@ pub struct Hook {
 /// What a set or map holds, in nft's declaration syntax.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SetSpec {
-    /// `type KEY;` or, for a map, `type KEY : DATA;`, plus flags.
+    /// `type KEY;` or, for a map, `type KEY : DATA;`, plus flags and a size.
     Type {
         key: String,
         data: Option<String>,
         flags: Option<&'static str>,
+        /// The most elements the set may hold; nft's default (65535) bounds only sets filled
+        /// from the packet path, where a full set silently stops adding.
+        size: Option<u32>,
     },
     /// `typeof KEY-EXPR : DATA-EXPR;`: types taken from expressions, needed where no type name
     /// exists (a `numgen` slot).
@@ -221,6 +224,10 @@ pub enum Command {
     DeleteElements {
         set: &'static str,
         elements: Vec<Element>,
+    },
+    /// Deletes every element of a map, also those added from the packet path.
+    FlushMap {
+        name: &'static str,
     },
 }
 
@@ -278,7 +285,12 @@ impl fmt::Display for Transaction {
                 Command::AddTable => writeln!(f, "add table {table}")?,
                 Command::DeleteTable => writeln!(f, "delete table {table}")?,
                 Command::AddSet { name, spec } => match spec {
-                    SetSpec::Type { key, data, flags } => {
+                    SetSpec::Type {
+                        key,
+                        data,
+                        flags,
+                        size,
+                    } => {
                         let kind = if data.is_some() { "map" } else { "set" };
                         write!(f, "add {kind} {table} {name} {{ type {key}")?;
                         if let Some(data) = data {
@@ -287,6 +299,9 @@ impl fmt::Display for Transaction {
                         f.write_str(" ;")?;
                         if let Some(flags) = flags {
                             write!(f, " flags {flags} ;")?;
+                        }
+                        if let Some(size) = size {
+                            write!(f, " size {size} ;")?;
                         }
                         writeln!(f, " }}")?;
                     }
@@ -309,6 +324,7 @@ impl fmt::Display for Transaction {
                 Command::DeleteElements { set, elements } => {
                     write_elements(f, "delete", &table, set, elements)?;
                 }
+                Command::FlushMap { name } => writeln!(f, "flush map {table} {name}")?,
             }
         }
         Ok(())

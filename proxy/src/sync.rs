@@ -5,7 +5,7 @@
 //! last applied state. Syncs are at least the minimum sync period apart, so a burst of changes
 //! arriving within it is applied as one transaction.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use svcnet_cluster::Reader;
 use tokio::time::{Instant, sleep_until};
@@ -13,11 +13,15 @@ use tracing::{debug, info, warn};
 
 use crate::{
     apply::NftCommand,
+    conntrack::{self, ConntrackCommand},
     desired::{Desired, desired},
     diff::diff,
     error::NftError,
+    health::{self, ProxyHealth},
+    metrics::ProxyMetrics,
     node::NodeContext,
     ruleset,
+    service_health::{self, ServiceHealthServers},
 };
 
 /// The first retry after a failed sync waits this long, then twice as long each time.
@@ -51,6 +55,11 @@ pub struct Proxy {
     /// failed one, when only a full replace is safe.
     applied: Option<Desired>,
     last_full: Instant,
+    health: Arc<ProxyHealth>,
+    metrics: ProxyMetrics,
+    service_health: Option<ServiceHealthServers>,
+    /// Deletes the conntrack entries of UDP/SCTP flows each sync leaves stale.
+    conntrack: Option<conntrack::Cleanup>,
 }
 
 impl Proxy {
@@ -61,7 +70,39 @@ impl Proxy {
             periods,
             applied: None,
             last_full: Instant::now(),
+            health: Arc::default(),
+            metrics: ProxyMetrics::default(),
+            service_health: None,
+            conntrack: None,
         }
+    }
+
+    /// After each sync, deletes with `conntrack` the flows whose endpoint went away.
+    #[must_use]
+    pub fn with_conntrack(mut self, command: ConntrackCommand) -> Self {
+        self.conntrack = Some(conntrack::Cleanup::new(command));
+        self
+    }
+
+    /// Reports to `health` (served as `/healthz` and `/livez`).
+    #[must_use]
+    pub fn with_health(mut self, health: Arc<ProxyHealth>) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Records into `metrics` (registered by the caller).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: ProxyMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Runs the healthCheckNodePort servers, reconciled after every successful sync.
+    #[must_use]
+    pub fn with_service_health(mut self, servers: ServiceHealthServers) -> Self {
+        self.service_health = Some(servers);
+        self
     }
 
     /// Syncs on every change published through `reader`, starting with the first synced
@@ -69,6 +110,9 @@ impl Proxy {
     /// publisher is gone. The rules are never removed here: traffic keeps flowing while svcnet
     /// restarts or is upgraded.
     pub async fn run(mut self, mut reader: Reader) {
+        // Timestamps changes as they are published, also while a sync runs: /healthz and the
+        // network-programming latency count from then.
+        let _watcher = health::watch_changes(reader.clone(), self.health.clone(), self.metrics.clone());
         while !reader.load().synced {
             if !reader.changed().await {
                 return;
@@ -77,12 +121,19 @@ impl Proxy {
         let mut failures: u32 = 0;
         loop {
             let started = Instant::now();
+            let loaded_at = self.health.loading();
             let snapshot = reader.load_full();
             let want = desired(&snapshot, &self.node);
+            // From the same snapshot as the rules, and served only once they are applied.
+            let health_checks =
+                (self.service_health.as_ref()).map(|_| service_health::targets(&snapshot, &self.node));
             drop(snapshot);
-            let retry_at = match self.sync(want).await {
+            let retry_at = match self.sync(want, loaded_at).await {
                 Ok(()) => {
                     failures = 0;
+                    if let (Some(servers), Some(targets)) = (&mut self.service_health, health_checks) {
+                        servers.reconcile(targets);
+                    }
                     None
                 }
                 Err(error) => {
@@ -107,6 +158,8 @@ impl Proxy {
                     if !changed {
                         return;
                     }
+                    // Also timed here, before the next load: the watcher task may run later.
+                    self.health.queued();
                     // Changes that arrive while waiting are picked up by the next load. After a
                     // failure, a change does not cut the back-off short.
                     let not_before = started + self.periods.min;
@@ -120,7 +173,8 @@ impl Proxy {
 
     /// One sync towards `want`: a full replace when due, the diff from the applied state
     /// otherwise.
-    async fn sync(&mut self, want: Desired) -> Result<(), NftError> {
+    /// `loaded_at` is when its snapshot was loaded, which [`ProxyHealth::loading`] gave.
+    async fn sync(&mut self, want: Desired, loaded_at: Instant) -> Result<(), NftError> {
         let due = self.last_full.elapsed() >= self.periods.full;
         let partial = match &self.applied {
             Some(applied) if !due => diff(applied, &want),
@@ -130,10 +184,17 @@ impl Proxy {
         let tx = partial.unwrap_or_else(|| ruleset::full(&want));
         if tx.is_empty() {
             debug!("proxy sync: nothing changed");
+            self.record_sync(full, false, loaded_at);
             return Ok(());
         }
         let (added, removed) = tx.element_counts();
         let started = Instant::now();
+        // Derived from what the tables held: unknown before the first sync and after a failed
+        // one, when flows that went stale meanwhile are left to time out.
+        let stale = match (&self.conntrack, &self.applied) {
+            (Some(_), Some(applied)) => conntrack::stale_flows(applied, &want),
+            _ => Default::default(),
+        };
         // Until this transaction succeeds svcnet cannot be sure what the tables hold: if it
         // fails, `applied` stays empty and the next sync is a full replace.
         let next = match self.applied.take() {
@@ -142,7 +203,10 @@ impl Proxy {
         };
         match &self.backend {
             Backend::Apply(nft) => {
-                nft.apply(&tx).await?;
+                nft.apply(&tx).await.inspect_err(|_| {
+                    self.metrics.sync_failed();
+                    self.metrics.sync_ran(full, loaded_at.elapsed());
+                })?;
                 info!(full, added, removed, duration = ?started.elapsed(), "proxy sync");
             }
             Backend::DryRun => info!(
@@ -157,6 +221,25 @@ impl Proxy {
         if full {
             self.last_full = Instant::now();
         }
+        if let Some(cleanup) = &mut self.conntrack {
+            cleanup.run(&stale).await;
+        }
+        self.record_sync(full, true, loaded_at);
         Ok(())
+    }
+
+    /// The health state and metrics after a successful sync; `changed`: it loaded a
+    /// transaction. Only such a sync observes the network-programming latency: a change that
+    /// needed no rule (a Pod for DNS) would otherwise count as programmed in no time.
+    fn record_sync(&self, full: bool, changed: bool, loaded_at: Instant) {
+        let oldest_change = self.health.applied(loaded_at);
+        self.metrics.sync_ran(full, loaded_at.elapsed());
+        if changed {
+            self.metrics.transaction(full);
+        }
+        if let Some(applied) = &self.applied {
+            let programming = oldest_change.filter(|_| changed).map(|t| t.elapsed());
+            self.metrics.synced(applied, programming);
+        }
     }
 }

@@ -64,6 +64,7 @@ fn lb(protocol: svcnet_cluster::model::Protocol, endpoints: u32, masquerade: Mas
         protocol,
         endpoints,
         masquerade,
+        affinity: false,
     }
 }
 
@@ -505,16 +506,90 @@ fn the_rich_cluster_has_every_variant() {
     assert_eq!(
         chains(&d.ipv4),
         [
-            "lb-tcp-1-local",
+            "lb-tcp-1-local-aff",
             "lb-tcp-2",
+            "lb-tcp-2-aff",
             "lb-tcp-3",
             "lb-tcp-3-masq",
             "lb-udp-2",
-            "lb-sctp-1-local",
-            "lb-sctp-2"
+            "lb-sctp-1-local-aff",
+            "lb-sctp-2-aff"
         ]
     );
     assert_eq!(chains(&d.ipv6), ["lb-tcp-1", "lb-udp-1", "lb-sctp-1"]);
     let verdicts: std::collections::BTreeSet<_> = d.ipv4.no_endpoints.values().map(|l| l.value).collect();
     assert_eq!(verdicts.len(), 2, "reject and drop: {:?}", d.ipv4.no_endpoints);
+}
+
+/// `ClientIP` affinity: every IPv4 entry point of the Service with endpoints records into the
+/// affinity chain of its protocol and timeout and balances through an `-aff` chain; IPv6
+/// entry points have none (nft 1.0.6 cannot update a map keyed by IPv6 concatenations).
+#[test]
+fn client_ip_affinity_covers_every_ipv4_entry_point() {
+    let (snap, node) = rich();
+    let d = desired(&snap, &node);
+    let names: Vec<String> = d.ipv4.affinity_chains.iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["affinity-tcp-10800s", "affinity-sctp-10800s"]);
+    let entries: Vec<String> = d
+        .ipv4
+        .affinity
+        .keys()
+        .map(|e| format!("{}:{}", e.addr, e.port))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            "10.96.0.100:443",
+            "10.96.0.100:9000",
+            "192.0.2.10:443",
+            "192.0.2.10:9000",
+            "192.168.1.10:30443",
+            "192.168.2.10:30443",
+            "198.51.100.7:443",
+            "198.51.100.7:9000"
+        ]
+    );
+    for entry in d.ipv4.affinity.keys() {
+        assert!(chain_of(&d, *entry).unwrap().affinity, "{entry:?}");
+    }
+    assert!(d.ipv6.affinity.is_empty() && d.ipv6.affinity_chains.is_empty());
+    assert!(d.ipv6.lb_chains.iter().all(|c| !c.affinity));
+}
+
+/// Source ranges protect the load-balancer IPs only (not the externalIPs, not the NodePorts),
+/// per family; a range holding a node address also allows the load-balancer IP itself.
+#[test]
+fn source_ranges_protect_load_balancer_ips_only() {
+    let (snap, node) = rich();
+    let d = desired(&snap, &node);
+    let protected: Vec<String> = d
+        .ipv4
+        .firewall
+        .iter()
+        .map(|e| format!("{} {:?} {}", e.addr, e.protocol, e.port))
+        .collect();
+    assert_eq!(protected, ["198.51.100.7 Tcp 443", "198.51.100.7 Sctp 9000"]);
+    let allowed: Vec<String> = d
+        .ipv4
+        .firewall_allow
+        .iter()
+        .filter(|(e, _)| e.port == 443)
+        .map(|(_, net)| net.to_string())
+        .collect();
+    // 192.168.0.0/16 holds the node's 192.168.1.10: the LB IP is allowed as a source too.
+    assert_eq!(allowed, ["192.168.0.0/16", "198.51.100.7/32", "203.0.113.0/25"]);
+    let v6: Vec<String> = d
+        .ipv6
+        .firewall_allow
+        .iter()
+        .map(|(e, net)| format!("{} {} {net}", e.addr, e.port))
+        .collect();
+    // No range holds fd00:1::10, so the IPv6 LB IP is not added.
+    assert_eq!(
+        v6,
+        [
+            "2001:db8:ff::7 443 2001:db8:1::/48",
+            "2001:db8:ff::7 9000 2001:db8:1::/48"
+        ]
+    );
 }

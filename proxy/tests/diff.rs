@@ -118,6 +118,10 @@ fn run(model: &mut Model, chains: &mut BTreeSet<(Family, String)>, tx: &Transact
                     "rule in missing chain {chain}"
                 );
             }
+            // Elements the kernel added from the packet path; the model holds none.
+            Command::FlushMap { name } => {
+                model.remove(&(*family, *name));
+            }
             Command::AddTable | Command::DeleteTable | Command::AddSet { .. } => {}
         }
     }

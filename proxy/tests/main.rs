@@ -4,8 +4,10 @@
 
 mod apply_netns;
 mod common;
+mod conntrack;
 mod desired;
 mod diff;
+mod health;
 mod nft_netns;
 mod render;
 mod sync;

@@ -20,6 +20,12 @@ add map {family} svcnet endpoints-tcp {{ typeof {family} daddr . meta l4proto . 
 add map {family} svcnet endpoints-udp {{ typeof {family} daddr . meta l4proto . th dport . numgen random mod 2 : {family} daddr . udp dport ; }}
 add map {family} svcnet endpoints-sctp {{ typeof {family} daddr . meta l4proto . th dport . numgen random mod 2 : {family} daddr . sctp dport ; }}
 add set {family} svcnet hairpin {{ type {addr} . {addr} ; }}
+add map {family} svcnet affinity {{ type {addr} . inet_proto . inet_service : verdict ; }}
+add map {family} svcnet affinity-tcp {{ type {addr} . {addr} . inet_proto . inet_service : {addr} . inet_service ; flags dynamic,timeout ; size 1048576 ; }}
+add map {family} svcnet affinity-udp {{ type {addr} . {addr} . inet_proto . inet_service : {addr} . inet_service ; flags dynamic,timeout ; size 1048576 ; }}
+add map {family} svcnet affinity-sctp {{ type {addr} . {addr} . inet_proto . inet_service : {addr} . inet_service ; flags dynamic,timeout ; size 1048576 ; }}
+add set {family} svcnet firewall-ips {{ type {addr} . inet_proto . inet_service ; }}
+add set {family} svcnet firewall-allow {{ type {addr} . inet_proto . inet_service . {addr} ; flags interval ; }}
 add chain {family} svcnet reject-chain
 add rule {family} svcnet reject-chain meta l4proto tcp reject with tcp reset
 add rule {family} svcnet reject-chain reject
@@ -29,7 +35,15 @@ add rule {family} svcnet reject-chain reject
 
 fn base_chains(family: &str) -> String {
     format!(
-        "add chain {family} svcnet nat-prerouting {{ type nat hook prerouting priority dstnat ; policy accept ; }}
+        "add chain {family} svcnet affinity-check
+add rule {family} svcnet affinity-check meta l4proto tcp ct original {family} daddr . meta l4proto . ct original proto-dst vmap @affinity
+add rule {family} svcnet affinity-check meta l4proto udp ct original {family} daddr . meta l4proto . ct original proto-dst vmap @affinity
+add rule {family} svcnet affinity-check meta l4proto sctp ct original {family} daddr . meta l4proto . ct original proto-dst vmap @affinity
+add chain {family} svcnet firewall-prerouting {{ type filter hook prerouting priority dstnat - 10 ; policy accept ; }}
+add rule {family} svcnet firewall-prerouting ct state new {family} daddr . meta l4proto . th dport @firewall-ips {family} daddr . meta l4proto . th dport . {family} saddr != @firewall-allow drop
+add chain {family} svcnet firewall-output {{ type filter hook output priority -110 ; policy accept ; }}
+add rule {family} svcnet firewall-output ct state new {family} daddr . meta l4proto . th dport @firewall-ips {family} daddr . meta l4proto . th dport . {family} saddr != @firewall-allow drop
+add chain {family} svcnet nat-prerouting {{ type nat hook prerouting priority dstnat ; policy accept ; }}
 add rule {family} svcnet nat-prerouting {family} daddr . meta l4proto . th dport vmap @service-ips
 add chain {family} svcnet nat-output {{ type nat hook output priority -100 ; policy accept ; }}
 add rule {family} svcnet nat-output {family} daddr . meta l4proto . th dport vmap @service-ips
@@ -38,10 +52,13 @@ add rule {family} svcnet nat-postrouting meta mark & 0x4000 != 0 meta mark set m
 add rule {family} svcnet nat-postrouting ct status dnat {family} saddr . {family} daddr @hairpin masquerade fully-random
 add chain {family} svcnet filter-input {{ type filter hook input priority filter ; policy accept ; }}
 add rule {family} svcnet filter-input ct state new {family} daddr . meta l4proto . th dport vmap @no-endpoints
+add rule {family} svcnet filter-input ct state new ct status dnat jump affinity-check
 add chain {family} svcnet filter-forward {{ type filter hook forward priority filter ; policy accept ; }}
 add rule {family} svcnet filter-forward ct state new {family} daddr . meta l4proto . th dport vmap @no-endpoints
+add rule {family} svcnet filter-forward ct state new ct status dnat jump affinity-check
 add chain {family} svcnet filter-output {{ type filter hook output priority filter ; policy accept ; }}
 add rule {family} svcnet filter-output ct state new {family} daddr . meta l4proto . th dport vmap @no-endpoints
+add rule {family} svcnet filter-output ct state new ct status dnat jump affinity-check
 "
     )
 }

@@ -163,7 +163,13 @@ pub fn rich() -> (Snapshot, NodeContext) {
         Service {
             service_type: ServiceType::LoadBalancer,
             external_ips: vec![ip("192.0.2.10"), ip("2001:db8::10")],
-            load_balancer_ips: vec![ip("198.51.100.7")],
+            load_balancer_ips: vec![ip("198.51.100.7"), ip("2001:db8:ff::7")],
+            // One range holds a node address: the load-balancer IP may then be a source too.
+            load_balancer_source_ranges: ["203.0.113.0/25", "192.168.0.0/16", "2001:db8:1::/48"]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect(),
+            session_affinity: Some(std::time::Duration::from_secs(10_800)),
             external_traffic_policy: TrafficPolicy::Local,
             ..service(
                 "shop/front",
