@@ -381,10 +381,24 @@ pub fn pod(pod: &core::Pod) -> Result<Pod, ConvertError> {
         }
     }
     let spec = pod.spec.as_ref();
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    // kubelet's `getPodDNSType`: a host-network Pod asking for ClusterFirst gets the node's
+    // resolv.conf instead; extra `dnsConfig.searches` are appended to whatever list applies.
+    let policy = spec.and_then(|s| s.dns_policy.as_deref()).unwrap_or("ClusterFirst");
+    let cluster_policy = match policy {
+        "ClusterFirst" => !host_network,
+        "ClusterFirstWithHostNet" => true,
+        _ => false,
+    };
+    let extra_searches = spec
+        .and_then(|s| s.dns_config.as_ref())
+        .and_then(|c| c.searches.as_ref())
+        .is_some_and(|searches| !searches.is_empty());
     Ok(Pod {
         ips,
         node_name: spec.and_then(|s| s.node_name.clone()),
-        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        host_network,
+        cluster_first_search: cluster_policy && !extra_searches,
         terminating: pod.metadata.deletion_timestamp.is_some(),
         key,
     })

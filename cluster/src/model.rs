@@ -167,4 +167,8 @@ pub struct Pod {
     pub host_network: bool,
     /// Set once the Pod is being deleted; such a Pod no longer vouches for its IP.
     pub terminating: bool,
+    /// Whether the Pod's resolv.conf searches exactly kubelet's ClusterFirst list
+    /// (`<ns>.svc.<zone> svc.<zone> <zone>` + the node's): `dnsPolicy` ClusterFirst (or
+    /// ClusterFirstWithHostNet) and no `dnsConfig.searches`. Search completion relies on it.
+    pub cluster_first_search: bool,
 }

@@ -59,6 +59,7 @@ impl Config {
             cache_ttl: Some(humantime::format_duration(dns.cache_ttl).to_string()),
             cache_serve_stale: Some(humantime::format_duration(dns.cache_serve_stale).to_string()),
             dns_workers: Some(dns.workers),
+            autopath: Some(dns.autopath),
             health_listen: Some(listen_or_empty(self.admin.health_listen)),
             ready_listen: Some(listen_or_empty(self.admin.ready_listen)),
             metrics_listen: Some(listen_or_empty(self.admin.metrics_listen)),

@@ -139,6 +139,14 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_workers: Option<usize>,
 
+    /// Complete the search walk of this node's Pods on the server (CoreDNS `autopath`): a
+    /// query under a Pod's first search domain is answered with the first search candidate
+    /// that exists, behind a CNAME, so an external name costs one round trip instead of one
+    /// per search domain [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autopath: Option<bool>,
+
     /// Where to serve `/health`, 200 while the process lives (CoreDNS `health`); empty
     /// disables [default: 0.0.0.0:8080, disabled with `manifests`].
     #[arg(long, value_name = "ADDR:PORT")]
@@ -237,6 +245,7 @@ impl Settings {
             cache_ttl,
             cache_serve_stale,
             dns_workers,
+            autopath,
             health_listen,
             ready_listen,
             metrics_listen,
@@ -270,6 +279,7 @@ impl Settings {
             cache_ttl: cache_ttl.or(file.cache_ttl),
             cache_serve_stale: cache_serve_stale.or(file.cache_serve_stale),
             dns_workers: dns_workers.or(file.dns_workers),
+            autopath: autopath.or(file.autopath),
             health_listen: health_listen.or(file.health_listen),
             ready_listen: ready_listen.or(file.ready_listen),
             metrics_listen: metrics_listen.or(file.metrics_listen),

@@ -81,6 +81,7 @@ fn defaults_are_kubeadms_corefile() {
             cache_ttl: Duration::from_secs(30),
             cache_serve_stale: Duration::from_secs(3600),
             workers: 0,
+            autopath: true,
         },
         admin: AdminConfig {
             health_listen: Some(sa("0.0.0.0:8080")),
@@ -525,6 +526,7 @@ fn to_yaml_round_trips() {
         cache_ttl: Some("0".into()),
         cache_serve_stale: Some("1d 2h".into()),
         dns_workers: Some(2),
+        autopath: Some(false),
         health_listen: Some("[::1]:8080".into()),
         ready_listen: Some(String::new()),
         metrics_listen: Some("127.0.0.1:9153".into()),

@@ -62,6 +62,8 @@ pub struct DnsConfig {
     pub cache_serve_stale: Duration,
     /// Worker threads serving DNS, each with its own sockets; 0: one per usable CPU.
     pub workers: usize,
+    /// Complete the search walk of this node's Pods server-side (CoreDNS `autopath`).
+    pub autopath: bool,
 }
 
 /// The operator's HTTP endpoints (CoreDNS `health`, `ready`, `prometheus`) and the drain at

@@ -403,6 +403,10 @@ impl Settings {
                     cache_ttl,
                     cache_serve_stale,
                     workers,
+                    // Safe by default here, unlike CoreDNS's: only this node's Pods are asked
+                    // about, an ambiguous source address is not completed, and A and AAAA of
+                    // one lookup always reach the same instance.
+                    autopath: self.autopath.unwrap_or(true),
                 },
                 admin,
                 proxy: ProxyConfig {

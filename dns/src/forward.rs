@@ -218,6 +218,7 @@ mod tests {
             cache_ttl: Duration::from_secs(30),
             cache_serve_stale: Duration::from_secs(3600),
             workers: 1,
+            autopath: false,
         }
     }
 

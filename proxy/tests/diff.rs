@@ -245,3 +245,41 @@ proptest! {
         prop_assert_eq!(lb_chains, expected_chains);
     }
 }
+
+/// `web` with `sessionAffinity: ClientIP`.
+fn sticky_web(endpoints: &[&str]) -> Desired {
+    let svc = Service {
+        session_affinity: Some(std::time::Duration::from_secs(60)),
+        ..service("ns/web", &["10.96.0.1"], vec![port(None, Protocol::Tcp, 80)])
+    };
+    let slices = vec![slice(
+        "ns/web-1",
+        "web",
+        &[(None, Protocol::Tcp, 8080)],
+        endpoints
+            .iter()
+            .map(|addr| endpoint(addr, Some("node-b"), State::Ready))
+            .collect(),
+    )];
+    desired(&snapshot(vec![svc], slices), &node(&[], &["10.244.0.0/16"]))
+}
+
+#[test]
+fn losing_an_endpoint_of_an_affinity_entry_point_forgets_the_protocol_s_clients() {
+    let flush = "flush map ip svcnet affinity-tcp";
+    let two = sticky_web(&["10.244.1.1", "10.244.1.2"]);
+    let one = sticky_web(&["10.244.1.2"]);
+    let tx = diff(&two, &one).unwrap().render();
+    assert!(tx.contains(flush), "{tx}");
+    // A new endpoint keeps every recorded one valid; so does a Service without affinity.
+    let tx = diff(&one, &two).unwrap().render();
+    assert!(!tx.contains("flush"), "{tx}");
+    let tx = diff(&web(&["10.244.1.1", "10.244.1.2"]), &web(&["10.244.1.2"]))
+        .unwrap()
+        .render();
+    assert!(!tx.contains("flush"), "{tx}");
+    // Affinity turned off: its clients are forgotten too.
+    let tx = diff(&one, &web(&["10.244.1.2"])).unwrap().render();
+    assert!(tx.contains(flush), "{tx}");
+    assert!(tx.contains("delete element ip svcnet affinity {"), "{tx}");
+}

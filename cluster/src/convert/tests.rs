@@ -491,6 +491,37 @@ fn pod_with_deletion_timestamp_is_terminating() {
 }
 
 #[test]
+fn only_plain_cluster_first_pods_search_kubelets_cluster_list() {
+    let with_spec = |spec: Value| {
+        let mut pod = pod_with(json!({}), json!({"podIP": "10.1.0.5"}));
+        let spec: core::PodSpec = from_json(spec);
+        pod.spec = Some(core::PodSpec {
+            node_name: Some("node-1".into()),
+            ..spec
+        });
+        super::pod(&pod).expect("valid Pod").cluster_first_search
+    };
+    let containers = json!([{"name": "app", "image": "app"}]);
+    assert!(with_spec(json!({"containers": containers})));
+    assert!(with_spec(json!({"containers": containers, "dnsPolicy": "ClusterFirst"})));
+    assert!(with_spec(
+        json!({"containers": containers, "dnsPolicy": "ClusterFirstWithHostNet", "hostNetwork": true})
+    ));
+    // Extra options (ndots) keep the list; only the list matters to completion.
+    assert!(with_spec(
+        json!({"containers": containers, "dnsConfig": {"options": [{"name": "ndots", "value": "2"}]}})
+    ));
+    assert!(!with_spec(json!({"containers": containers, "hostNetwork": true})));
+    assert!(!with_spec(json!({"containers": containers, "dnsPolicy": "Default"})));
+    assert!(!with_spec(
+        json!({"containers": containers, "dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.1.1.1"]}})
+    ));
+    assert!(!with_spec(
+        json!({"containers": containers, "dnsConfig": {"searches": ["corp.example"]}})
+    ));
+}
+
+#[test]
 fn invalid_pod_ip_names_the_field() {
     let pod = pod(&pod_with(
         json!({}),

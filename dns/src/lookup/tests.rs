@@ -168,6 +168,7 @@ fn snapshot(synced: bool) -> Snapshot {
         node_name: None,
         host_network: false,
         terminating: false,
+        cluster_first_search: true,
     };
     state.pods.apply(pod.key.clone(), pod);
     state.snapshot(synced)
