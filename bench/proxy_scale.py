@@ -172,6 +172,7 @@ def run(size, binary):
     with open(rss_log) as f:
         rss = [int(l) for l in f if l.strip().isdigit()]
     programming = re.search(r"^kubeproxy_network_programming_duration_seconds_sum (\S+)", metrics, re.M)
+    observations = re.search(r"^kubeproxy_network_programming_duration_seconds_count (\S+)", metrics, re.M)
     shutil.rmtree(work)
     return {
         "services": size,
@@ -182,7 +183,8 @@ def run(size, binary):
         "change_to_sync_log_s": change_log,
         "change_sync_own_s": change_own,
         "change_to_kernel_s": kernel,
-        "network_programming_metric_s": float(programming.group(1)) if programming else None,
+        "network_programming_metric_sum_s": float(programming.group(1)) if programming else None,
+        "network_programming_metric_count": float(observations.group(1)) if observations else None,
         "svcnet_vmhwm_mib": hwm / 1024,
         "svcnet_vmhwm_after_full_mib": hwm_after_full / 1024,
         "nft_max_rss_mib": max(rss) / 1024 if rss else None,

@@ -1,5 +1,6 @@
 //! The `svcnet` binary: command line and wiring only.
 
+mod reload;
 mod tools;
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
@@ -12,7 +13,7 @@ use svcnet_cluster::{
     PodScope, Publisher, Reader, SourceOptions, apiserver::ApiServerSource, manifests::ManifestSource,
 };
 use svcnet_config::{AdminConfig, Config, PodsMode, ProxyMode, Settings, Source};
-use svcnet_dns::{DnsMetrics, DnsServer};
+use svcnet_dns::{DnsMetrics, DnsServer, NodeDns};
 use svcnet_proxy::{
     Backend, ConntrackCommand, NftCommand, NodeContext, Proxy, ProxyHealth, ProxyMetrics,
     ServiceHealthServers, SyncPeriods, ruleset,
@@ -74,6 +75,8 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => {
             init_tracing();
+            // Kept to load the configuration again on reload.
+            let sources = (args.config.clone(), args.settings.clone());
             let Some(config) = load_config(*args) else {
                 return ExitCode::FAILURE;
             };
@@ -84,7 +87,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(config)) {
+            match runtime.block_on(run(config, sources)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     error!("{error:#}");
@@ -197,7 +200,9 @@ fn init_tracing() {
         .init();
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// Serves `config`, loaded from `sources` (the config file and the flags), which are read
+/// again on reload.
+async fn run(config: Config, sources: (Option<PathBuf>, Settings)) -> anyhow::Result<()> {
     // Listened for from here on: a SIGTERM while starting (the first sync, the loop check)
     // stops svcnet cleanly rather than killing it.
     let mut shutdown = std::pin::pin!(shutdown_signal().context("listening for SIGTERM")?);
@@ -283,9 +288,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "cluster state not synced yet; serving anyway, with SERVFAIL for names not known so far"
         );
     }
-    let dns = DnsServer::bind(&config.dns, reader.clone(), dns_metrics)
+    // kubelet appends the node's search domains to a ClusterFirst Pod's: completion needs them.
+    let node_dns = NodeDns::read(config.node_name.clone(), std::path::Path::new("/etc/resolv.conf"));
+    let dns = DnsServer::bind(&config.dns, node_dns, reader.clone(), dns_metrics)
         .await
         .context("starting DNS")?;
+    let (file, flags) = sources;
+    let reloads = reload::Reloader::new(file, flags, config.clone(), dns.reloader()).run();
+    tokio::spawn(async move {
+        if let Err(error) = reloads.await {
+            error!(%error, "configuration reload is off");
+        }
+    });
     tokio::spawn(ready_when_synced(reader, Arc::clone(&probes)));
     tokio::select! {
         result = dns.check_loop() => result.context("checking the upstreams")?,

@@ -226,7 +226,7 @@ fn keys_and_flags_are_the_same_names() {
         .map(|key| key.trim_matches('`').to_owned())
         .collect();
     assert_eq!(keys, flag_names);
-    assert_eq!(keys.len(), 31, "{keys:?}");
+    assert_eq!(keys.len(), 32, "{keys:?}");
 }
 
 #[test]

@@ -5,9 +5,10 @@
 
 use std::{sync::Arc, time::Instant};
 
+use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Edns, Metadata, OpCode, Query, ResponseCode},
-    rr::{Name, Record, RecordType},
+    rr::{Name, RData, Record, RecordType, rdata::CNAME},
 };
 use hickory_server::{
     net::runtime::Time,
@@ -18,9 +19,10 @@ use svcnet_cluster::Reader;
 use tracing::debug;
 
 use crate::{
-    forward::{ForwardError, Forwarder},
+    forward::ForwardError,
+    live::Live,
     loadbalance::shuffle_addresses,
-    lookup::{Answer, ClusterZone},
+    lookup::Answer,
     loop_check::LoopDetector,
     metrics::{Plugin, Report, ServerMetrics},
     upstream::Transport,
@@ -29,16 +31,37 @@ use crate::{
 /// The EDNS version svcnet speaks; a higher one gets BADVERS (RFC 6891 §6.1.3).
 const EDNS_VERSION: u8 = 0;
 
-/// The handler of one listening address; all of them share the zone, forwarder and loop
-/// detector, and each has its own metric labels (CoreDNS's `server`).
+/// The handler of one listening address; all of them share the live configuration (zone,
+/// forwarder, search completion) and the loop detector, and each has its own metric labels
+/// (CoreDNS's `server`).
 pub struct Handler {
-    pub zone: Arc<ClusterZone>,
-    /// Reverse zones whose NXDOMAIN falls through to the upstreams (CoreDNS `fallthrough`).
-    pub fallthrough: Arc<[Name]>,
+    /// Loaded once per query, so a reload never changes the rules halfway through one.
+    pub live: Arc<ArcSwap<Live>>,
     pub snapshots: Reader,
-    pub forwarder: Arc<Forwarder>,
     pub loops: Arc<LoopDetector>,
     pub metrics: ServerMetrics,
+}
+
+/// What the name one search candidate found holds, for a completed answer.
+struct Completed {
+    name: Name,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    additionals: Vec<Record>,
+    truncated: bool,
+    /// Answered from the cluster zone (authoritative) rather than by an upstream.
+    cluster: bool,
+}
+
+/// One search candidate's outcome.
+enum Candidate {
+    /// NXDOMAIN: the walk goes on.
+    Missing,
+    /// Anything else that is an answer, NODATA included (CoreDNS): the walk ends here.
+    Found(Completed),
+    /// No usable answer (SERVFAIL, REFUSED, no upstream): the client is better off walking
+    /// by itself, so the original question gets its plain answer.
+    Failed,
 }
 
 impl Handler {
@@ -46,12 +69,12 @@ impl Handler {
     /// every served zone, or it is a name of a `fallthrough` zone the cluster does not know
     /// and an upstream can be asked (kubeadm's `fallthrough in-addr.arpa ip6.arpa`). Those are
     /// reverse zones only: the cluster domain's NXDOMAIN is final.
-    fn cluster_answer(&self, qname: &Name, qtype: RecordType) -> Option<Answer> {
+    fn cluster_answer(&self, live: &Live, qname: &Name, qtype: RecordType) -> Option<Answer> {
         // The guard is dropped at the end of the statement: a snapshot is never held across I/O.
-        let answer = self.zone.lookup(&self.snapshots.load(), qname, qtype)?;
+        let answer = live.zone.lookup(&self.snapshots.load(), qname, qtype)?;
         let falls_through = answer.rcode == ResponseCode::NXDomain
-            && self.fallthrough.iter().any(|zone| zone.zone_of(qname))
-            && self.forwarder.forwards(qname);
+            && live.fallthrough.iter().any(|zone| zone.zone_of(qname))
+            && live.forwarder.forwards(qname);
         (!falls_through).then_some(answer)
     }
 
@@ -60,13 +83,14 @@ impl Handler {
     /// that the client retries over TCP.
     async fn chase(
         &self,
+        live: &Live,
         request: &Request,
         target: Name,
         qtype: RecordType,
         answers: &mut Vec<Record>,
     ) -> bool {
         let question = Query::query(target, qtype);
-        let resolved = self
+        let resolved = live
             .forwarder
             .resolve(
                 question,
@@ -88,8 +112,85 @@ impl Handler {
         }
     }
 
+    /// Search completion (CoreDNS `autopath`): when `request` comes from a Pod of this node and
+    /// asks a name under its first search domain, the first of its search candidates that is not
+    /// NXDOMAIN. `None` means the question gets its plain answer: not completed, the asked name
+    /// exists itself, every candidate is NXDOMAIN, or one failed.
+    async fn complete(&self, live: &Live, request: &Request, qname: &Name, qtype: RecordType) -> Option<Completed> {
+        let autopath = live.autopath.as_ref()?;
+        let candidates = autopath.candidates(&self.snapshots.load(), request.src().ip(), qname)?;
+        let (asked, others) = candidates.split_first()?;
+        // The asked name itself is in the cluster zone: if it exists, the plain answer is it.
+        if self.cluster_answer(live, asked, qtype)?.rcode != ResponseCode::NXDomain {
+            return None;
+        }
+        for name in others {
+            match self.candidate(live, request, name, qtype).await {
+                Candidate::Missing => {}
+                Candidate::Found(completed) => return Some(completed),
+                Candidate::Failed => return None,
+            }
+        }
+        None
+    }
+
+    /// Resolves one search candidate, from the cluster zone or through the forwarder (and its
+    /// cache), as a client asking it would.
+    async fn candidate(&self, live: &Live, request: &Request, name: &Name, qtype: RecordType) -> Candidate {
+        if let Some(mut answer) = self.cluster_answer(live, name, qtype) {
+            return match answer.rcode {
+                ResponseCode::NXDomain => Candidate::Missing,
+                ResponseCode::NoError => {
+                    let mut truncated = false;
+                    if let Some(target) = answer.chase.take() {
+                        truncated = self.chase(live, request, target, qtype, &mut answer.answers).await;
+                    }
+                    Candidate::Found(Completed {
+                        name: name.clone(),
+                        answers: answer.answers,
+                        authorities: answer.soa.into_iter().collect(),
+                        additionals: answer.additionals,
+                        truncated,
+                        cluster: true,
+                    })
+                }
+                _ => Candidate::Failed,
+            };
+        }
+        let question = Query::query(name.clone(), qtype);
+        let resolved = live
+            .forwarder
+            .resolve(
+                question,
+                &request.metadata,
+                request.edns.as_ref(),
+                transport(request),
+                &self.metrics,
+            )
+            .await;
+        match resolved {
+            Ok((reply, _)) => match reply.metadata.response_code {
+                ResponseCode::NXDomain => Candidate::Missing,
+                ResponseCode::NoError => Candidate::Found(Completed {
+                    name: name.clone(),
+                    answers: reply.answers,
+                    authorities: reply.authorities,
+                    additionals: reply.additionals,
+                    truncated: reply.metadata.truncation,
+                    cluster: false,
+                }),
+                _ => Candidate::Failed,
+            },
+            Err(error) => {
+                debug!(%error, %name, "search candidate not resolved");
+                Candidate::Failed
+            }
+        }
+    }
+
     /// Answers `request`; returns what was sent and who answered (CoreDNS's `plugin` label).
     async fn answer<R: ResponseHandler>(&self, request: &Request, mut response: R) -> (ResponseInfo, Plugin) {
+        let live = self.live.load_full();
         let mut builder = MessageResponseBuilder::from_message_request(request);
         let client_edns = response_edns(request, None);
         if let Some(edns) = &client_edns {
@@ -125,10 +226,31 @@ impl Handler {
             return (send(&mut response, msg, request).await, Plugin::Server);
         }
 
-        if let Some(mut answer) = self.cluster_answer(qname, qtype) {
+        if let Some(mut found) = self.complete(&live, request, qname, qtype).await {
+            // The CNAME lives as long as what it leads to; a NODATA as long as the zone says.
+            let ttl = found.answers.first().map_or(live.zone.ttl(), |r| r.ttl);
+            let cname = Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(found.name)));
+            found.answers.insert(0, cname);
+            shuffle_addresses(&mut found.answers);
+            let mut meta = rcode_only(ResponseCode::NoError);
+            meta.authoritative = found.cluster;
+            meta.recursion_available = !found.cluster;
+            meta.truncation = found.truncated;
+            self.metrics.autopath_success();
+            let msg = builder.build(
+                meta,
+                found.answers.iter(),
+                [],
+                found.authorities.iter(),
+                found.additionals.iter(),
+            );
+            return (send(&mut response, msg, request).await, Plugin::Autopath);
+        }
+
+        if let Some(mut answer) = self.cluster_answer(&live, qname, qtype) {
             let mut meta = rcode_only(answer.rcode);
             if let Some(target) = answer.chase.take() {
-                meta.truncation = self.chase(request, target, qtype, &mut answer.answers).await;
+                meta.truncation = self.chase(&live, request, target, qtype, &mut answer.answers).await;
             }
             shuffle_addresses(&mut answer.answers);
             let soa: Vec<&Record> = answer.soa.iter().collect();
@@ -136,7 +258,7 @@ impl Handler {
             return (send(&mut response, msg, request).await, Plugin::Kubernetes);
         }
 
-        let resolved = self
+        let resolved = live
             .forwarder
             .resolve(
                 question.clone(),

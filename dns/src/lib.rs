@@ -5,11 +5,15 @@
 //! [`lookup`] is a pure function from a snapshot and a question to an answer; `forward` sends
 //! the rest to the upstreams (`pool`, `upstream`) through the `cache`; `handler` is the hickory
 //! glue around both; [`DnsServer`] owns the sockets and the worker threads serving them and
-//! checks for forwarding loops; [`DnsMetrics`] are CoreDNS's metrics.
+//! checks for forwarding loops; [`DnsMetrics`] are CoreDNS's metrics. `autopath` completes the
+//! search walk of this node's Pods server-side; [`DnsReloader`] swaps the configuration that
+//! can change while serving.
 
+mod autopath;
 mod cache;
 mod forward;
 mod handler;
+mod live;
 mod loadbalance;
 pub mod lookup;
 mod loop_check;
@@ -20,5 +24,6 @@ mod server;
 mod upstream;
 pub mod zone;
 
+pub use live::{DnsReloader, NodeDns};
 pub use metrics::DnsMetrics;
 pub use server::{DnsError, DnsServer};

@@ -132,6 +132,11 @@ impl ClusterZone {
         &self.zones
     }
 
+    /// The TTL of the zone's records.
+    pub fn ttl(&self) -> u32 {
+        self.options.ttl
+    }
+
     /// Answers `qname`/`qtype` from `snap`, or `None` when the name is in no served zone.
     pub fn lookup(&self, snap: &Snapshot, qname: &Name, qtype: RecordType) -> Option<Answer> {
         self.zones.locate(qname)?;

@@ -94,6 +94,11 @@ struct CacheTypeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    server: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
     server: Label,
     zones: &'static str,
@@ -130,6 +135,7 @@ pub struct DnsMetrics {
     cache_hits: Family<CacheTypeLabels, Counter>,
     cache_misses: Family<CacheLabels, Counter>,
     forward: ForwardMetrics,
+    autopath_success: Family<ServerLabels, Counter>,
     panics: Counter,
 }
 
@@ -144,6 +150,7 @@ impl Default for DnsMetrics {
             cache_hits: Family::default(),
             cache_misses: Family::default(),
             forward: ForwardMetrics::default(),
+            autopath_success: Family::default(),
             panics: Counter::default(),
         }
     }
@@ -189,6 +196,11 @@ impl DnsMetrics {
         );
         self.forward.register(registry);
         registry.register(
+            "coredns_autopath_success",
+            "Counter of requests that did autopath.",
+            self.autopath_success.clone(),
+        );
+        registry.register(
             "coredns_panics",
             "A metrics that counts the number of panics.",
             self.panics.clone(),
@@ -229,6 +241,8 @@ pub(crate) enum Plugin {
     Kubernetes,
     Cache,
     Forward,
+    /// A completed search walk.
+    Autopath,
 }
 
 impl Plugin {
@@ -238,6 +252,7 @@ impl Plugin {
             Self::Kubernetes => "kubernetes",
             Self::Cache => "cache",
             Self::Forward => "forward",
+            Self::Autopath => "autopath",
         }
     }
 }
@@ -330,6 +345,16 @@ impl ServerMetrics {
                 view: NO_VIEW,
                 rcode: rcode_label(report.rcode),
                 plugin: report.plugin.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a query answered through search completion (CoreDNS `autopath`).
+    pub(crate) fn autopath_success(&self) {
+        self.metrics
+            .autopath_success
+            .get_or_create(&ServerLabels {
+                server: self.server.clone(),
             })
             .inc();
     }

@@ -14,12 +14,10 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    forward::Forwarder,
     handler::Handler,
-    lookup::{ClusterZone, ZoneOptions},
+    live::{DnsReloader, NodeDns},
     loop_check::LoopDetector,
     metrics::{DnsMetrics, ServerMetrics},
-    zone::Zones,
 };
 
 /// Idle TCP connections are closed after this long (CoreDNS uses 10 s for reads).
@@ -56,7 +54,7 @@ pub enum DnsError {
 
 pub struct DnsServer {
     local_addrs: Vec<SocketAddr>,
-    forwarder: Arc<Forwarder>,
+    reloader: DnsReloader,
     loops: Arc<LoopDetector>,
     workers: usize,
     /// Set to `true` to make every worker shut down gracefully.
@@ -77,22 +75,12 @@ impl DnsServer {
     /// Binds UDP and TCP on every listen address, once per worker (SO_REUSEPORT: the kernel
     /// spreads clients over the workers' sockets), and starts the workers; queries are served
     /// from here on, [`DnsServer::run`] waits for the end.
-    pub async fn bind(config: &DnsConfig, snapshots: Reader, metrics: DnsMetrics) -> Result<Self, DnsError> {
-        let zones = Zones::new(&config.zones).map_err(|source| DnsError::Zone {
-            zone: config.zones.join(" "),
-            source,
-        })?;
-        let zone = Arc::new(ClusterZone::new(zones, ZoneOptions::from_config(config)));
-        let fallthrough: Arc<[Name]> = config
-            .fallthrough
-            .iter()
-            .map(|zone| {
-                Name::from_ascii(zone).map_err(|source| DnsError::Zone {
-                    zone: zone.clone(),
-                    source,
-                })
-            })
-            .collect::<Result<_, _>>()?;
+    pub async fn bind(
+        config: &DnsConfig,
+        node: NodeDns,
+        snapshots: Reader,
+        metrics: DnsMetrics,
+    ) -> Result<Self, DnsError> {
         let workers = worker_count(config.workers);
         let mut sockets = Vec::with_capacity(workers);
         let mut local_addrs: Vec<SocketAddr> = Vec::new();
@@ -116,8 +104,7 @@ impl DnsServer {
             }
             sockets.push(own);
         }
-        let forwarder =
-            Arc::new(Forwarder::new(config, &local_addrs, metrics.forward()).map_err(DnsError::StubDomain)?);
+        let reloader = DnsReloader::start(config, node, &local_addrs, metrics.clone())?;
         let loops = Arc::new(LoopDetector::default());
         // The `zone` label: served zones and stub domains, both validated by now.
         let label_zones: Vec<Name> = config
@@ -142,10 +129,8 @@ impl DnsServer {
                     udp,
                     tcp,
                     handler: Handler {
-                        zone: Arc::clone(&zone),
-                        fallthrough: Arc::clone(&fallthrough),
+                        live: reloader.live(),
                         snapshots: snapshots.clone(),
-                        forwarder: Arc::clone(&forwarder),
                         loops: Arc::clone(&loops),
                         metrics: metrics.clone(),
                     },
@@ -163,7 +148,7 @@ impl DnsServer {
         }
         Ok(Self {
             local_addrs,
-            forwarder,
+            reloader,
             loops,
             workers,
             stop,
@@ -177,9 +162,14 @@ impl DnsServer {
     /// answer, and before [`DnsServer::run`]; it takes at most one upstream timeout (2 s).
     pub async fn check_loop(&self) -> Result<(), DnsError> {
         self.loops
-            .check(self.forwarder.upstreams())
+            .check(self.reloader.current().forwarder.upstreams())
             .await
             .map_err(|upstream| DnsError::ForwardingLoop { upstream })
+    }
+
+    /// Applies new configurations while serving; see [`DnsReloader::apply`].
+    pub fn reloader(&self) -> DnsReloader {
+        self.reloader.clone()
     }
 
     /// The bound addresses, with the ports the kernel chose for port 0.
@@ -194,7 +184,7 @@ impl DnsServer {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DnsError> {
         info!(
             addrs = ?self.local_addrs,
-            upstreams = ?self.forwarder.upstreams(),
+            upstreams = ?self.reloader.current().forwarder.upstreams(),
             workers = self.workers,
             "DNS serving"
         );

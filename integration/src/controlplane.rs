@@ -34,8 +34,9 @@ pub struct ControlPlane {
     pub apiserver_port: u16,
     pub etcd_port: u16,
     stderr: tempfile::NamedTempFile,
-    /// The data directory (kept across [`restart`](Self::restart)s) and the kubeconfig.
-    dir: tempfile::TempDir,
+    /// The data directory, kept across [`restart`](Self::restart)s; `None` for the shared
+    /// instance, which is never dropped, so the fixture makes and removes its own.
+    data: Option<tempfile::TempDir>,
 }
 
 impl ControlPlane {
@@ -43,30 +44,31 @@ impl ControlPlane {
     /// it is told to stop once this process is gone (`--parent-pid`).
     pub fn shared() -> &'static Self {
         static SHARED: OnceLock<ControlPlane> = OnceLock::new();
-        SHARED.get_or_init(|| Self::start(&[]))
+        SHARED.get_or_init(|| Self::launch(&[], None))
     }
 
     /// Starts a private instance with extra kube-apiserver flags (e.g. `--watch-cache=false`),
-    /// and waits until it is ready.
+    /// and waits until it is ready. It can be [`restart`](Self::restart)ed.
     pub fn start(apiserver_args: &[&str]) -> Self {
-        ensure_built();
-        let dir = tempfile::Builder::new()
-            .prefix("svcnet-controlplane-test-")
+        let data = tempfile::Builder::new()
+            .prefix("svcnet-controlplane-data-")
             .tempdir()
             .expect("temporary directory");
+        Self::launch(apiserver_args, Some(data))
+    }
+
+    fn launch(apiserver_args: &[&str], data: Option<tempfile::TempDir>) -> Self {
+        ensure_built();
         let (etcd_port, apiserver_port) = (free_port(), free_port());
         let mut args = vec![
             format!("--etcd-port={etcd_port}"),
             format!("--apiserver-port={apiserver_port}"),
-            format!(
-                "--kubeconfig-out={}",
-                dir.path().join("admin.kubeconfig").display()
-            ),
-            // Inside our own temporary directory, so that a restart finds the same etcd data,
-            // CA and tokens, and the directory goes when the guard drops.
-            format!("--data-dir={}", dir.path().join("data").display()),
             format!("--parent-pid={}", std::process::id()),
         ];
+        if let Some(data) = &data {
+            // So that a restart finds the same etcd data, CA and tokens.
+            args.push(format!("--data-dir={}", data.path().display()));
+        }
         args.extend(apiserver_args.iter().map(|a| format!("--apiserver-arg={a}")));
         let mut cp = Self {
             child: None,
@@ -76,7 +78,7 @@ impl ControlPlane {
             apiserver_port,
             etcd_port,
             stderr: tempfile::NamedTempFile::new().expect("temporary log file"),
-            dir,
+            data,
         };
         let began = Instant::now();
         cp.spawn();
@@ -89,8 +91,12 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self) {
+        // Read once ready, then removed with its directory: the kubeconfig is kept in memory.
+        let out = tempfile::tempdir().expect("temporary directory");
+        let kubeconfig = out.path().join("admin.kubeconfig");
         let mut child = Command::new(binary())
             .args(&self.args)
+            .arg(format!("--kubeconfig-out={}", kubeconfig.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(self.stderr.reopen().expect("log file"))
@@ -114,8 +120,7 @@ impl ControlPlane {
                 self.log_tail()
             ),
         }
-        let path = self.dir.path().join("admin.kubeconfig");
-        self.kubeconfig = std::fs::read_to_string(&path).expect("admin kubeconfig");
+        self.kubeconfig = std::fs::read_to_string(&kubeconfig).expect("admin kubeconfig");
     }
 
     /// Stops everything (as on SIGTERM: the data directory stays), and waits for the exit.
@@ -140,6 +145,10 @@ impl ControlPlane {
     /// Starts it again on the same ports, with the same data, CA and admin token, so that
     /// every kubeconfig and ServiceAccount token handed out before stays valid.
     pub fn restart(&mut self) {
+        assert!(
+            self.data.is_some(),
+            "only a private instance keeps its data to restart with"
+        );
         self.stop();
         self.spawn();
     }

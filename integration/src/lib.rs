@@ -100,6 +100,11 @@ impl Svcnet {
         );
     }
 
+    /// The process ID, to send signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM without waiting for the exit.
     pub fn sigterm(&self) {
         let pid = self.child.id().to_string();

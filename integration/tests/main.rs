@@ -2,10 +2,12 @@
 //! `svcnet` binary and talks to it the way its users do.
 
 mod apiserver;
+mod autopath;
 mod cli;
 mod conformance;
 mod forward;
 mod operator;
 mod proxy;
 mod records;
+mod reload;
 mod resolvers;

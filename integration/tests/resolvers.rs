@@ -8,6 +8,9 @@
 //! where CoreDNS says NXDOMAIN, or an NXDOMAIN where it says NODATA, breaks musl Pods only; the
 //! musl test is what catches that.
 //!
+//! The namespace helpers ([`Netns`], [`NetnsProcess`], [`run`]) serve the autopath and reload
+//! tests too.
+//!
 //! These tests need root (network namespaces, port 53), `ip` (iproute2), `getent` (libc-bin)
 //! and `musl-gcc` (musl-tools). Without them they fail and say why: `.ci/run` installs them.
 
@@ -276,12 +279,12 @@ impl Pod {
 
 /// A network namespace with its own `/etc/resolv.conf` and loopback up, deleted on drop (also
 /// when the test panics).
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Netns {
-    fn create(resolv_conf: &str) -> Self {
+    pub(crate) fn create(resolv_conf: &str) -> Self {
         assert_root();
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
@@ -321,7 +324,7 @@ impl Netns {
     }
 
     /// `program` to be run inside the namespace.
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name]).arg(program);
         command
@@ -337,13 +340,13 @@ impl Drop for Netns {
 
 /// A process started with `ip netns exec`, killed on drop. `ip netns exec` execs the program in
 /// its own process, so the child is the program itself.
-struct NetnsProcess {
+pub(crate) struct NetnsProcess {
     child: Child,
     log: tempfile::NamedTempFile,
 }
 
 impl NetnsProcess {
-    fn spawn(mut command: Command) -> Self {
+    pub(crate) fn spawn(mut command: Command) -> Self {
         let log = tempfile::NamedTempFile::new().expect("temporary log file");
         let child = command
             .env("RUST_LOG", "info,hickory_server=warn")
@@ -355,13 +358,13 @@ impl NetnsProcess {
         Self { child, log }
     }
 
-    fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("svcnet exited with {status}:\n{}", self.log());
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let mut s = String::new();
         self.log
             .reopen()
@@ -393,7 +396,7 @@ fn assert_root() {
 }
 
 /// Runs `command`, failing the test with `what` and the command's stderr if it does not succeed.
-fn run(command: &mut Command, what: &str) -> Output {
+pub(crate) fn run(command: &mut Command, what: &str) -> Output {
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
