@@ -149,8 +149,6 @@ fn watch(file: &Path, changed: mpsc::UnboundedSender<()>) -> Result<notify::Reco
         }
     })
     .map_err(error)?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(error)?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(error)?;
     Ok(watcher)
 }

@@ -384,7 +384,9 @@ pub fn pod(pod: &core::Pod) -> Result<Pod, ConvertError> {
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     // kubelet's `getPodDNSType`: a host-network Pod asking for ClusterFirst gets the node's
     // resolv.conf instead; extra `dnsConfig.searches` are appended to whatever list applies.
-    let policy = spec.and_then(|s| s.dns_policy.as_deref()).unwrap_or("ClusterFirst");
+    let policy = spec
+        .and_then(|s| s.dns_policy.as_deref())
+        .unwrap_or("ClusterFirst");
     let cluster_policy = match policy {
         "ClusterFirst" => !host_network,
         "ClusterFirstWithHostNet" => true,

@@ -48,7 +48,10 @@ impl Autopath {
         let base_labels = usize::from(qname.num_labels() - first.num_labels());
         let mut base = Name::from_labels(qname.iter().take(base_labels)).ok()?;
         base.set_fqdn(true);
-        let svc = Name::from_labels([b"svc".as_slice()]).ok()?.append_domain(&self.zone).ok()?;
+        let svc = Name::from_labels([b"svc".as_slice()])
+            .ok()?
+            .append_domain(&self.zone)
+            .ok()?;
         let mut searches: Vec<Name> = vec![first, svc, self.zone.clone()];
         // kubelet drops repeated domains: the node may search the cluster domain itself.
         for search in &self.node_searches {
@@ -59,7 +62,12 @@ impl Autopath {
         let mut names: Vec<Name> = Vec::with_capacity(searches.len() + 1);
         names.push(qname.clone());
         // A name too long for one search domain is skipped, as the resolver would.
-        names.extend(searches.iter().skip(1).filter_map(|s| base.clone().append_domain(s).ok()));
+        names.extend(
+            searches
+                .iter()
+                .skip(1)
+                .filter_map(|s| base.clone().append_domain(s).ok()),
+        );
         names.push(base);
         Some(names)
     }

@@ -116,7 +116,13 @@ impl Handler {
     /// asks a name under its first search domain, the first of its search candidates that is not
     /// NXDOMAIN. `None` means the question gets its plain answer: not completed, the asked name
     /// exists itself, every candidate is NXDOMAIN, or one failed.
-    async fn complete(&self, live: &Live, request: &Request, qname: &Name, qtype: RecordType) -> Option<Completed> {
+    async fn complete(
+        &self,
+        live: &Live,
+        request: &Request,
+        qname: &Name,
+        qtype: RecordType,
+    ) -> Option<Completed> {
         let autopath = live.autopath.as_ref()?;
         let candidates = autopath.candidates(&self.snapshots.load(), request.src().ip(), qname)?;
         let (asked, others) = candidates.split_first()?;
@@ -143,7 +149,9 @@ impl Handler {
                 ResponseCode::NoError => {
                     let mut truncated = false;
                     if let Some(target) = answer.chase.take() {
-                        truncated = self.chase(live, request, target, qtype, &mut answer.answers).await;
+                        truncated = self
+                            .chase(live, request, target, qtype, &mut answer.answers)
+                            .await;
                     }
                     Candidate::Found(Completed {
                         name: name.clone(),
@@ -250,7 +258,9 @@ impl Handler {
         if let Some(mut answer) = self.cluster_answer(&live, qname, qtype) {
             let mut meta = rcode_only(answer.rcode);
             if let Some(target) = answer.chase.take() {
-                meta.truncation = self.chase(&live, request, target, qtype, &mut answer.answers).await;
+                meta.truncation = self
+                    .chase(&live, request, target, qtype, &mut answer.answers)
+                    .await;
             }
             shuffle_addresses(&mut answer.answers);
             let soa: Vec<&Record> = answer.soa.iter().collect();

@@ -150,7 +150,10 @@ impl DnsReloader {
     /// `workers`) is not applied: the caller says so. The forwarder, and with it its cache, is
     /// kept unless forwarding settings changed.
     pub fn apply(&self, config: &DnsConfig) -> Result<(), DnsError> {
-        let mut applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut applied = self
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let forwarder = (!forwarding_changed(&applied, config)).then(|| self.current().forwarder.clone());
         let kept = forwarder.is_some();
         let live = Live::build(config, &self.node, &self.local_addrs, &self.metrics, forwarder)?;

@@ -1,13 +1,13 @@
 //! svcnet against a real control plane (etcd, kube-apiserver with RBAC, the EndpointSlice
 //! controller): the deployment manifests, the ServiceAccount's privileges, the lifecycle of
-//! Services and Pods as DNS sees it, and API server faults.
+//! Services and Pods as DNS and the proxy rules see it, and API server faults.
 //!
 //! Every test makes its own namespaces, so they run in parallel on the shared control plane;
 //! the fault tests that stop the API server or need other API server flags start their own.
 //! Each convergence is polled every 20 ms and printed with the time it took and its bound.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::Path,
@@ -55,6 +55,11 @@ struct Follower {
 }
 
 fn follow(kubeconfig: &str, node: &str) -> Follower {
+    follow_with(kubeconfig, node, &[])
+}
+
+/// [`follow`] with `extra` flags.
+fn follow_with(kubeconfig: &str, node: &str, extra: &[&str]) -> Follower {
     let mut file = tempfile::NamedTempFile::new().expect("kubeconfig file");
     file.write_all(kubeconfig.as_bytes()).expect("write kubeconfig");
     let dns = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
@@ -75,6 +80,7 @@ fn follow(kubeconfig: &str, node: &str) -> Follower {
         "--upstreams=",
     ]
     .iter()
+    .chain(extra)
     .map(|s| (*s).to_owned())
     .collect();
     Follower {
@@ -130,21 +136,161 @@ impl Follower {
 
     /// Polls `done` every 20 ms until it holds, and prints how long that took against `bound`;
     /// fails with svcnet's log after `bound`.
-    async fn within(&self, what: &str, bound: Duration, mut done: impl FnMut(&Self) -> bool) -> Duration {
+    async fn within(&self, what: &str, bound: Duration, done: impl FnMut(&Self) -> bool) -> Duration {
+        self.within_all(what, bound, vec![("", Box::new(done))]).await
+    }
+
+    /// [`within`](Self::within) for several views of one change (DNS, the proxy rules): polls
+    /// each until it has held once, and prints for each how long that took from the same start.
+    async fn within_all(&self, what: &str, bound: Duration, mut checks: Vec<(&str, Check<'_>)>) -> Duration {
         let began = Instant::now();
+        let mut pending: Vec<usize> = (0..checks.len()).collect();
         loop {
-            if done(self) {
+            pending.retain(|&i| {
+                let (view, done) = &mut checks[i];
+                if !done(self) {
+                    return true;
+                }
                 let took = began.elapsed();
+                let what = if view.is_empty() {
+                    what.to_owned()
+                } else {
+                    format!("{what} ({view})")
+                };
                 println!("{what}: {took:.2?} (bound {bound:?})");
-                return took;
+                false
+            });
+            if pending.is_empty() {
+                return began.elapsed();
             }
+            let views: Vec<&str> = pending.iter().map(|&i| checks[i].0).collect();
             assert!(
                 began.elapsed() < bound,
-                "{what}: not within {bound:?}; svcnet's log:\n{}",
+                "{what} {views:?}: not within {bound:?}; svcnet's log:\n{}",
                 self.svcnet.log()
             );
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The proxy rules svcnet's `--proxy dry-run` transactions logged so far add up to.
+    fn rules(&self) -> ProxyRules {
+        ProxyRules::replay(&self.svcnet.log())
+    }
+}
+
+/// One view of a change for [`Follower::within_all`].
+type Check<'a> = Box<dyn FnMut(&Follower) -> bool + 'a>;
+
+/// A change as DNS and as the proxy rules show it, for [`Follower::within_all`].
+fn both<'a>(
+    dns: impl FnMut(&Follower) -> bool + 'a,
+    proxy: impl FnMut(&Follower) -> bool + 'a,
+) -> Vec<(&'static str, Check<'a>)> {
+    vec![("DNS", Box::new(dns)), ("proxy", Box::new(proxy))]
+}
+
+/// svcnet's tables as its `--proxy dry-run` log says it would have programmed them: every
+/// logged transaction replayed in order, element by element (`add element` / `delete element`
+/// blocks, `flush map`, and `delete table`, which starts a full replace).
+#[derive(Debug, Default)]
+struct ProxyRules {
+    /// `family map` (e.g. `ip endpoints-tcp`) -> element key -> the element's data.
+    maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// How many transactions were full replaces, and how many element changes only.
+    full: usize,
+    partial: usize,
+}
+
+impl ProxyRules {
+    fn replay(log: &str) -> Self {
+        let mut rules = Self::default();
+        let mut lines = log.lines();
+        while let Some(line) = lines.next() {
+            if !line.ends_with("proxy sync (dry run), would apply:") {
+                continue;
+            }
+            let mut full = false;
+            // The element block being read: whether it adds, and its `family map`.
+            let mut block: Option<(bool, String)> = None;
+            // The transaction's text is followed by the event's fields, ` full=… added=…`.
+            for line in lines.by_ref().take_while(|l| !l.starts_with(" full=")) {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["delete", "table", family, _] => {
+                        full = true;
+                        rules
+                            .maps
+                            .retain(|map, _| !map.starts_with(&format!("{family} ")));
+                    }
+                    ["flush", "map", family, _, map] => {
+                        rules.maps.remove(&format!("{family} {map}"));
+                    }
+                    [verb @ ("add" | "delete"), "element", family, _, map, "{"] => {
+                        block = Some((*verb == "add", format!("{family} {map}")));
+                    }
+                    ["}"] => block = None,
+                    _ if line.starts_with('\t') => {
+                        let (add, map) = block
+                            .as_ref()
+                            .unwrap_or_else(|| panic!("element outside a block: {line}"));
+                        let element = line.trim().trim_end_matches(',');
+                        // Comments are quoted without spaces, so ` : ` only separates the data.
+                        let (head, data) = element.split_once(" : ").unwrap_or((element, ""));
+                        let key = head.split_once(" comment ").map_or(head, |(key, _)| key);
+                        let elements = rules.maps.entry(map.clone()).or_default();
+                        if *add {
+                            elements.insert(key.to_owned(), data.to_owned());
+                        } else {
+                            elements.remove(key);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if full {
+                rules.full += 1;
+            } else {
+                rules.partial += 1;
+            }
+        }
+        rules
+    }
+
+    /// The sorted endpoint addresses of the IPv4 TCP entry point `vip:port`.
+    fn endpoints(&self, vip: &str, port: u16) -> Vec<String> {
+        let prefix = format!("{vip} . tcp . {port} . ");
+        let mut ips: Vec<String> = self
+            .maps
+            .get("ip endpoints-tcp")
+            .into_iter()
+            .flatten()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, data)| data.split(" . ").next().unwrap_or_default().to_owned())
+            .collect();
+        ips.sort();
+        ips
+    }
+
+    /// Whether `vip:port` (TCP) is dispatched to a load-balancing chain.
+    fn dispatches(&self, vip: &str, port: u16) -> bool {
+        self.maps
+            .get("ip service-ips")
+            .is_some_and(|elements| elements.contains_key(&format!("{vip} . tcp . {port}")))
+    }
+
+    /// Every `map: key` whose key starts with `ip`, in any IPv4 map.
+    fn entries_of(&self, ip: &str) -> Vec<String> {
+        let prefix = format!("{ip} . ");
+        self.maps
+            .iter()
+            .filter(|(map, _)| map.starts_with("ip "))
+            .flat_map(|(map, elements)| {
+                (elements.keys())
+                    .filter(|key| key.starts_with(&prefix))
+                    .map(move |key| format!("{map}: {key}"))
+            })
+            .collect()
     }
 }
 
@@ -320,17 +466,22 @@ async fn the_service_account_syncs_and_can_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_and_pods_reach_dns_as_they_change() {
+async fn services_and_pods_reach_dns_and_the_proxy_as_they_change() {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
     let ns = unique("life");
     let node_name = unique("node");
     namespace(&client, &ns).await;
     node(&client, &node_name).await;
-    let svcnet = follow(cp.kubeconfig(), &node_name);
+    // The proxy only logs the transactions it would load; no fixed port for its /healthz.
+    let svcnet = follow_with(
+        cp.kubeconfig(),
+        &node_name,
+        &["--proxy", "dry-run", "--proxy-healthz-listen="],
+    );
     let name = |n: &str| fqdn(n, &ns);
 
-    // A ClusterIP Service with a ready Pod answers its ClusterIP.
+    // A ClusterIP Service with ready Pods answers its ClusterIP, and balances over them.
     let ip = cluster_ip(
         &service(
             &client,
@@ -340,16 +491,27 @@ async fn services_and_pods_reach_dns_as_they_change() {
         )
         .await,
     );
-    pod(&client, &ns, "api-a", &node_name, json!({"app": "api"}), None).await;
-    pod_status(&client, &ns, "api-a", "10.244.1.1", true).await;
+    for (pod_name, pod_ip) in [("api-a", "10.244.1.1"), ("api-b", "10.244.1.2")] {
+        pod(&client, &ns, pod_name, &node_name, json!({"app": "api"}), None).await;
+        pod_status(&client, &ns, pod_name, pod_ip, true).await;
+    }
     svcnet
-        .within("lifecycle: ClusterIP Service resolves", BOUND, |s| {
-            s.answers(&name("api"), &[&ip])
-        })
+        .within_all(
+            "lifecycle: ClusterIP Service resolves and its ready endpoints are in the rules",
+            BOUND,
+            both(
+                |s| s.answers(&name("api"), &[&ip]),
+                |s| {
+                    let rules = s.rules();
+                    rules.dispatches(&ip, 80) && rules.endpoints(&ip, 80) == ["10.244.1.1", "10.244.1.2"]
+                },
+            ),
+        )
         .await;
 
     // A headless Service over StatefulSet-style Pods: the EndpointSlice controller gives each
-    // endpoint its Pod's hostname.
+    // endpoint its Pod's hostname. A ClusterIP Service over the same Pods has them in the rules
+    // (a headless one has no rules).
     service(
         &client,
         &ns,
@@ -357,6 +519,15 @@ async fn services_and_pods_reach_dns_as_they_change() {
         json!({"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]}),
     )
     .await;
+    let web_vip = cluster_ip(
+        &service(
+            &client,
+            &ns,
+            "web-vip",
+            json!({"selector": {"app": "web"}, "ports": [{"port": 80}]}),
+        )
+        .await,
+    );
     for i in 0..3 {
         let pod_name = format!("web-{i}");
         pod(
@@ -371,14 +542,21 @@ async fn services_and_pods_reach_dns_as_they_change() {
         pod_status(&client, &ns, &pod_name, &format!("10.244.2.{i}"), true).await;
     }
     let web0 = format!("web-0.web.{ns}.svc.cluster.local.");
+    // The web Pods' endpoints, in DNS (headless) and in the rules (web-vip).
+    let (web_name, web_vip) = (&name("web"), &web_vip);
+    let web = |ips: &'static [&'static str]| {
+        both(
+            move |s| s.answers(web_name, ips),
+            move |s| s.rules().endpoints(web_vip, 80) == ips,
+        )
+    };
+    let mut checks = web(&["10.244.2.0", "10.244.2.1", "10.244.2.2"]);
+    checks.push(("hostname", Box::new(|s| s.answers(&web0, &["10.244.2.0"]))));
     svcnet
-        .within(
+        .within_all(
             "lifecycle: headless hostname record from the real EndpointSlice",
             BOUND,
-            |s| {
-                s.answers(&web0, &["10.244.2.0"])
-                    && s.answers(&name("web"), &["10.244.2.0", "10.244.2.1", "10.244.2.2"])
-            },
+            checks,
         )
         .await;
 
@@ -389,57 +567,86 @@ async fn services_and_pods_reach_dns_as_they_change() {
         .await
         .expect("delete pod web-2");
     svcnet
-        .within("lifecycle: deleted Pod leaves the headless answer", BOUND, |s| {
-            s.answers(&name("web"), &["10.244.2.0", "10.244.2.1"])
-        })
+        .within_all(
+            "lifecycle: deleted Pod leaves the answer and the rules",
+            BOUND,
+            web(&["10.244.2.0", "10.244.2.1"]),
+        )
         .await;
 
     pod_status(&client, &ns, "web-1", "10.244.2.1", false).await;
     svcnet
-        .within("lifecycle: unready Pod leaves the headless answer", BOUND, |s| {
-            s.answers(&name("web"), &["10.244.2.0"])
-        })
+        .within_all(
+            "lifecycle: unready Pod leaves the answer and the rules",
+            BOUND,
+            web(&["10.244.2.0"]),
+        )
         .await;
 
-    // The selector moves from the blue Pods to the green ones.
-    service(
-        &client,
-        &ns,
-        "color",
-        json!({"clusterIP": "None", "selector": {"color": "blue"}, "ports": [{"port": 80}]}),
-    )
-    .await;
+    // The selector moves from the blue Pods to the green ones, of a headless Service and of a
+    // ClusterIP one.
+    let blue = json!({"selector": {"color": "blue"}, "ports": [{"port": 80}]});
+    let mut headless = blue.clone();
+    headless["clusterIP"] = json!("None");
+    service(&client, &ns, "color", headless).await;
+    let color_vip = cluster_ip(&service(&client, &ns, "color-vip", blue).await);
     for (color, ip) in [("blue", "10.244.3.1"), ("green", "10.244.3.2")] {
         pod(&client, &ns, color, &node_name, json!({"color": color}), None).await;
         pod_status(&client, &ns, color, ip, true).await;
     }
-    svcnet
-        .within("lifecycle: headless answer is the blue Pod", BOUND, |s| {
-            s.answers(&name("color"), &["10.244.3.1"])
-        })
-        .await;
-    Api::<Service>::namespaced(client.clone(), &ns)
-        .patch(
-            "color",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"selector": {"color": "green"}}})),
+    let (color_name, color_vip) = (&name("color"), &color_vip);
+    let color = |ips: &'static [&'static str]| {
+        both(
+            move |s| s.answers(color_name, ips),
+            move |s| s.rules().endpoints(color_vip, 80) == ips,
         )
-        .await
-        .expect("switch the selector");
+    };
     svcnet
-        .within(
-            "lifecycle: selector blue -> green switches the answer",
+        .within_all(
+            "lifecycle: the blue Pod is the endpoint",
             BOUND,
-            |s| s.answers(&name("color"), &["10.244.3.2"]),
+            color(&["10.244.3.1"]),
+        )
+        .await;
+    for svc in ["color", "color-vip"] {
+        Api::<Service>::namespaced(client.clone(), &ns)
+            .patch(
+                svc,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"selector": {"color": "green"}}})),
+            )
+            .await
+            .expect("switch the selector");
+    }
+    svcnet
+        .within_all(
+            "lifecycle: selector blue -> green: green added, blue removed",
+            BOUND,
+            color(&["10.244.3.2"]),
         )
         .await;
 
     delete_service(&client, &ns, "api").await;
     svcnet
-        .within("lifecycle: deleted Service answers NXDOMAIN", BOUND, |s| {
-            s.nxdomain(&name("api"))
-        })
+        .within_all(
+            "lifecycle: deleted Service answers NXDOMAIN and leaves the rules",
+            BOUND,
+            both(
+                |s| s.nxdomain(&name("api")),
+                |s| s.rules().entries_of(&ip).is_empty(),
+            ),
+        )
         .await;
+
+    // Every change above came as element adds and deletes: only the first sync replaced the
+    // tables, and the other Services are untouched.
+    let rules = svcnet.rules();
+    println!(
+        "lifecycle: {} full and {} element-only proxy transactions",
+        rules.full, rules.partial
+    );
+    assert_eq!(rules.full, 1, "{}", svcnet.svcnet.log());
+    assert!(rules.dispatches(web_vip, 80) && rules.dispatches(color_vip, 80));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

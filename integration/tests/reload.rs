@@ -58,8 +58,16 @@ impl Load {
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     sent.fetch_add(1, Ordering::Relaxed);
-                    match query_sync(server, &name, RecordType::A, Transport::Udp, Duration::from_secs(1)) {
-                        Ok(reply) if !reply.answers.is_empty() => ttl.store(reply.answers[0].ttl, Ordering::Relaxed),
+                    match query_sync(
+                        server,
+                        &name,
+                        RecordType::A,
+                        Transport::Udp,
+                        Duration::from_secs(1),
+                    ) {
+                        Ok(reply) if !reply.answers.is_empty() => {
+                            ttl.store(reply.answers[0].ttl, Ordering::Relaxed)
+                        }
                         _ => {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
@@ -96,7 +104,10 @@ impl Load {
     fn stop(mut self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().expect("load thread");
-        (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -122,12 +133,23 @@ fn config_changes_apply_without_dropping_a_query() {
 
     let invalid = swap_config(&config, data.path(), 0, "dns-ttl: many\n");
     let deadline = Instant::now() + APPLIED_WITHIN;
-    while !svcnet.log().contains("invalid configuration, keeping the running one") {
-        assert!(Instant::now() < deadline, "invalid file not reported:\n{}", svcnet.log());
+    while !svcnet
+        .log()
+        .contains("invalid configuration, keeping the running one")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "invalid file not reported:\n{}",
+            svcnet.log()
+        );
         thread::sleep(Duration::from_millis(10));
     }
     thread::sleep(Duration::from_millis(300));
-    assert_eq!(load.ttl.load(Ordering::Relaxed), 7, "the invalid file changed the TTL");
+    assert_eq!(
+        load.ttl.load(Ordering::Relaxed),
+        7,
+        "the invalid file changed the TTL"
+    );
 
     // Fixed behind the link, unseen by the watch: the TTL stays until SIGHUP.
     write_file(&invalid, "dns-ttl: 9\n");
@@ -139,7 +161,12 @@ fn config_changes_apply_without_dropping_a_query() {
     load.wait_ttl(9, &svcnet, "SIGHUP");
 
     let (sent, failed) = load.stop();
-    assert_eq!(failed, 0, "{failed} of {sent} queries unanswered:\n{}", svcnet.log());
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {sent} queries unanswered:\n{}",
+        svcnet.log()
+    );
     println!("reload: {sent} queries during three reloads, none lost");
     assert!(svcnet.log().contains("SIGHUP received"), "{}", svcnet.log());
 }

@@ -7,11 +7,13 @@
 //!
 //! Which change is applied is told by time: a sync applies every change published before it
 //! loaded its snapshot. The watcher that timestamps changes runs apart from the sync loop, so
-//! a change published during a sync is still timed when it was published.
+//! a change published during a sync is still timed when it was published. The watcher and the
+//! loop's load take one lock and compare snapshots, so a watcher that wakes only after the
+//! loop loaded the snapshot it was woken for does not count it as waiting.
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, Weak},
     time::{Duration, SystemTime},
 };
 
@@ -23,7 +25,7 @@ use axum::{
     routing::get,
 };
 use prometheus_client::metrics::{counter::Counter, family::Family};
-use svcnet_cluster::Reader;
+use svcnet_cluster::{Reader, Snapshot};
 use tokio::{task::JoinHandle, time::Instant};
 
 use crate::metrics::{CodeLabels, ProxyMetrics};
@@ -41,10 +43,27 @@ struct HealthState {
     /// start is kept, since a later one before the next start is applied with it. Short:
     /// one entry per sync attempt since the last success.
     pending: VecDeque<Instant>,
-    /// When the last sync loaded its snapshot.
+    /// When the last sync loaded its snapshot, and which one: weak, so that it is not kept
+    /// in memory, while the allocation stays reserved so that no later snapshot can share
+    /// its address.
     last_load: Option<Instant>,
+    loaded: Weak<Snapshot>,
     /// When the last sync succeeded, for the JSON body.
     last_updated: Option<SystemTime>,
+}
+
+impl HealthState {
+    /// A change published `at`, unless one timed since the last load covers it.
+    fn record(&mut self, at: Instant) {
+        let covered = match (self.pending.back(), self.last_load) {
+            (None, _) => false,
+            (Some(back), Some(load)) => *back > load,
+            (Some(_), None) => true,
+        };
+        if !covered {
+            self.pending.push_back(at);
+        }
+    }
 }
 
 /// The proxy's health at one moment.
@@ -79,25 +98,36 @@ impl ProxyHealth {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A change was published now.
-    pub fn queued(&self) {
+    /// A change was published through `reader`, now. Not counted when the sync loop has
+    /// loaded the current snapshot already.
+    pub fn queued(&self, reader: &Reader) {
         let now = Instant::now();
         let mut state = self.lock();
-        let covered = match (state.pending.back(), state.last_load) {
-            (None, _) => false,
-            (Some(back), Some(load)) => *back > load,
-            (Some(_), None) => true,
-        };
-        if !covered {
-            state.pending.push_back(now);
+        let current = reader.load();
+        if state
+            .loaded
+            .upgrade()
+            .is_some_and(|loaded| Arc::ptr_eq(&loaded, &current))
+        {
+            return;
         }
+        state.record(now);
     }
 
-    /// A sync is about to load the snapshot; returns the time to pass to [`Self::applied`].
-    pub fn loading(&self) -> Instant {
+    /// Loads the snapshot for a sync, with the time to pass to [`Self::applied`].
+    pub fn load(&self, reader: &Reader) -> (Arc<Snapshot>, Instant) {
+        let mut state = self.lock();
+        let snapshot = reader.load_full();
         let now = Instant::now();
-        self.lock().last_load = Some(now);
-        now
+        // A new snapshot the watcher has not seen yet (the loop won the race to it) is a
+        // change too, published just before now.
+        let previous = state.loaded.upgrade();
+        if previous.is_none_or(|previous| !Arc::ptr_eq(&previous, &snapshot)) {
+            state.record(now);
+        }
+        state.loaded = Arc::downgrade(&snapshot);
+        state.last_load = Some(now);
+        (snapshot, now)
     }
 
     /// The sync that loaded its snapshot at `loaded_at` succeeded: every change published
@@ -152,7 +182,7 @@ pub(crate) fn watch_changes(
 ) -> AbortOnDrop {
     AbortOnDrop::spawn(async move {
         while reader.changed().await {
-            health.queued();
+            health.queued(&reader);
             metrics.queued(SystemTime::now());
         }
     })
@@ -233,11 +263,39 @@ mod tests {
 
     const PERIOD: Duration = Duration::from_secs(30);
 
+    /// A proxy's view of a cluster: `change` publishes, `load` loads as the sync loop does.
+    struct Cluster {
+        publisher: svcnet_cluster::Publisher,
+        reader: Reader,
+        health: ProxyHealth,
+    }
+
+    impl Cluster {
+        fn new() -> Self {
+            let (publisher, reader) = svcnet_cluster::channel();
+            Self {
+                publisher,
+                reader,
+                health: ProxyHealth::new(PERIOD),
+            }
+        }
+
+        fn change(&self) {
+            self.publisher.publish(Snapshot::default());
+            self.health.queued(&self.reader);
+        }
+
+        fn load(&self) -> Instant {
+            self.health.load(&self.reader).1
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_change_not_applied_within_twice_the_sync_period_is_unhealthy() {
-        let health = ProxyHealth::new(PERIOD);
+        let cluster = Cluster::new();
+        let health = &cluster.health;
         assert!(health.status().healthy, "healthy while starting, nothing waits");
-        health.queued();
+        cluster.change();
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(health.status().healthy, "waiting, not late yet");
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -248,7 +306,7 @@ mod tests {
                 last_updated: None
             }
         );
-        let loaded = health.loading();
+        let loaded = cluster.load();
         assert_eq!(health.applied(loaded), None, "the first sync programs no change");
         let status = health.status();
         assert!(status.healthy && status.last_updated.is_some());
@@ -259,45 +317,64 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_change_published_during_a_sync_still_waits_for_the_next() {
-        let health = ProxyHealth::new(PERIOD);
-        health.applied(health.loading());
-        health.queued();
+        let cluster = Cluster::new();
+        let health = &cluster.health;
+        health.applied(cluster.load());
+        cluster.change();
         let first = Instant::now();
         tokio::time::advance(Duration::from_secs(1)).await;
-        let loaded = health.loading();
+        let loaded = cluster.load();
         tokio::time::advance(Duration::from_secs(1)).await;
-        health.queued();
+        cluster.change();
         let second = Instant::now();
         tokio::time::advance(Duration::from_secs(1)).await;
-        health.queued(); // covered by `second`: applied by the same sync
+        cluster.change(); // covered by `second`: applied by the same sync
         assert_eq!(health.applied(loaded), Some(first));
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(
             !health.status().healthy,
             "the change after the load was not applied"
         );
-        let loaded = health.loading();
+        let loaded = cluster.load();
         assert_eq!(health.applied(loaded), Some(second));
         assert!(health.status().healthy);
-        assert_eq!(health.applied(health.loading()), None, "nothing left");
+        assert_eq!(health.applied(cluster.load()), None, "nothing left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watcher_that_wakes_after_the_load_adds_nothing() {
+        let cluster = Cluster::new();
+        let health = &cluster.health;
+        health.applied(cluster.load());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        cluster.publisher.publish(Snapshot::default());
+        let loaded = cluster.load();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        health.queued(&cluster.reader); // late: the loop has this snapshot already
+        assert_eq!(health.applied(loaded), Some(loaded), "timed by the load instead");
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(health.status().healthy, "nothing waits");
     }
 
     #[tokio::test(start_paused = true)]
     async fn failed_syncs_keep_the_oldest_change() {
-        let health = ProxyHealth::new(PERIOD);
-        health.applied(health.loading());
-        health.queued();
+        let cluster = Cluster::new();
+        let health = &cluster.health;
+        health.applied(cluster.load());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        cluster.change();
         let first = Instant::now();
         for _ in 0..3 {
             // A failed sync loads, then never calls `applied`; new changes keep coming.
             tokio::time::advance(Duration::from_secs(10)).await;
-            health.loading();
-            health.queued();
+            cluster.load();
+            tokio::time::advance(Duration::from_secs(1)).await;
+            cluster.change();
         }
         assert_eq!(health.lock().pending.len(), 4, "one per attempt, not per change");
-        tokio::time::advance(Duration::from_secs(30)).await;
+        tokio::time::advance(Duration::from_secs(27)).await;
         assert!(!health.status().healthy);
-        assert_eq!(health.applied(health.loading()), Some(first));
+        assert_eq!(health.applied(cluster.load()), Some(first));
         assert!(health.status().healthy);
     }
 

@@ -121,8 +121,7 @@ impl Proxy {
         let mut failures: u32 = 0;
         loop {
             let started = Instant::now();
-            let loaded_at = self.health.loading();
-            let snapshot = reader.load_full();
+            let (snapshot, loaded_at) = self.health.load(&reader);
             let want = desired(&snapshot, &self.node);
             // From the same snapshot as the rules, and served only once they are applied.
             let health_checks =
@@ -158,8 +157,6 @@ impl Proxy {
                     if !changed {
                         return;
                     }
-                    // Also timed here, before the next load: the watcher task may run later.
-                    self.health.queued();
                     // Changes that arrive while waiting are picked up by the next load. After a
                     // failure, a change does not cut the back-off short.
                     let not_before = started + self.periods.min;
@@ -173,7 +170,7 @@ impl Proxy {
 
     /// One sync towards `want`: a full replace when due, the diff from the applied state
     /// otherwise.
-    /// `loaded_at` is when its snapshot was loaded, which [`ProxyHealth::loading`] gave.
+    /// `loaded_at` is when its snapshot was loaded, which [`ProxyHealth::load`] gave.
     async fn sync(&mut self, want: Desired, loaded_at: Instant) -> Result<(), NftError> {
         let due = self.last_full.elapsed() >= self.periods.full;
         let partial = match &self.applied {
@@ -233,13 +230,14 @@ impl Proxy {
     /// needed no rule (a Pod for DNS) would otherwise count as programmed in no time.
     fn record_sync(&self, full: bool, changed: bool, loaded_at: Instant) {
         let oldest_change = self.health.applied(loaded_at);
-        self.metrics.sync_ran(full, loaded_at.elapsed());
-        if changed {
-            self.metrics.transaction(full);
-        }
         if let Some(applied) = &self.applied {
             let programming = oldest_change.filter(|_| changed).map(|t| t.elapsed());
             self.metrics.synced(applied, programming);
+        }
+        self.metrics.sync_ran(full, loaded_at.elapsed());
+        // Last, so that a reader who sees the count sees the rest of this sync too.
+        if changed {
+            self.metrics.transaction(full);
         }
     }
 }

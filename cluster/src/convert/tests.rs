@@ -503,7 +503,9 @@ fn only_plain_cluster_first_pods_search_kubelets_cluster_list() {
     };
     let containers = json!([{"name": "app", "image": "app"}]);
     assert!(with_spec(json!({"containers": containers})));
-    assert!(with_spec(json!({"containers": containers, "dnsPolicy": "ClusterFirst"})));
+    assert!(with_spec(
+        json!({"containers": containers, "dnsPolicy": "ClusterFirst"})
+    ));
     assert!(with_spec(
         json!({"containers": containers, "dnsPolicy": "ClusterFirstWithHostNet", "hostNetwork": true})
     ));
@@ -512,7 +514,9 @@ fn only_plain_cluster_first_pods_search_kubelets_cluster_list() {
         json!({"containers": containers, "dnsConfig": {"options": [{"name": "ndots", "value": "2"}]}})
     ));
     assert!(!with_spec(json!({"containers": containers, "hostNetwork": true})));
-    assert!(!with_spec(json!({"containers": containers, "dnsPolicy": "Default"})));
+    assert!(!with_spec(
+        json!({"containers": containers, "dnsPolicy": "Default"})
+    ));
     assert!(!with_spec(
         json!({"containers": containers, "dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.1.1.1"]}})
     ));

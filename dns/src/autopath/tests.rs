@@ -48,7 +48,12 @@ fn a_pods_query_under_its_first_search_domain_walks_its_search_list() {
     let snap = snapshot(vec![pod("shop", "client", "10.244.1.5")]);
     let autopath = autopath(&["corp.example.", "cluster.local."]);
     assert_eq!(
-        candidates(&autopath, &snap, "10.244.1.5", "api.example.org.shop.svc.cluster.local."),
+        candidates(
+            &autopath,
+            &snap,
+            "10.244.1.5",
+            "api.example.org.shop.svc.cluster.local."
+        ),
         Some(vec![
             "api.example.org.shop.svc.cluster.local.".to_owned(),
             "api.example.org.svc.cluster.local.".to_owned(),
@@ -100,11 +105,18 @@ fn only_one_known_pod_of_this_node_with_kubelets_search_list_is_a_client() {
     let mut custom = pod("shop", "client", "10.244.1.5");
     custom.cluster_first_search = false;
     for pod in [elsewhere, host, custom] {
-        assert_eq!(candidates(&autopath, &snapshot(vec![pod.clone()]), "10.244.1.5", q), None, "{pod:?}");
+        assert_eq!(
+            candidates(&autopath, &snapshot(vec![pod.clone()]), "10.244.1.5", q),
+            None,
+            "{pod:?}"
+        );
     }
 
     // An address two Pods claim (coredns#2842): no answer is better than the wrong namespace.
-    let shared = snapshot(vec![pod("shop", "client", "10.244.1.5"), pod("web", "other", "10.244.1.5")]);
+    let shared = snapshot(vec![
+        pod("shop", "client", "10.244.1.5"),
+        pod("web", "other", "10.244.1.5"),
+    ]);
     assert_eq!(candidates(&autopath, &shared, "10.244.1.5", q), None);
 
     // ...unless the other one is on its way out.
