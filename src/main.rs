@@ -213,6 +213,8 @@ async fn run(config: Config, sources: (Option<PathBuf>, Settings)) -> anyhow::Re
     dns_metrics.register(&mut registry);
     dns_metrics.count_panics();
     let (publisher, mut reader) = svcnet_cluster::channel();
+    // Watching before the source publishes, so that the first sync is seen as a change.
+    tokio::spawn(dns_metrics.watch_programming_latency(reader.clone()));
     let source = start_source(&config, publisher, &mut registry).await?;
     // The proxy's /healthz, served with the other endpoints.
     let mut proxy_healthz = None;

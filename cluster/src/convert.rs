@@ -1,7 +1,11 @@
 //! API objects (k8s-openapi types) to the model. A field svcnet cannot use makes the whole
 //! object an error, so that the caller logs it and skips it rather than serving half of it.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use k8s_openapi::{
     api::{core::v1 as core, discovery::v1 as discovery},
@@ -15,6 +19,10 @@ use crate::model::{
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The annotation the EndpointSlice controller sets to the time of the change (a Pod or
+/// Service update) that caused the slice's current version, in RFC 3339.
+pub const LAST_CHANGE_TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
 /// Why an API object could not be turned into the model.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -348,12 +356,39 @@ pub fn endpoint_slice(slice: &discovery::EndpointSlice) -> Result<Option<Endpoin
         })
         .collect::<Result<_, ConvertError>>()?;
 
+    let last_change_trigger_time = slice
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME_ANNOTATION))
+        .and_then(|value| {
+            let time = parse_trigger_time(value);
+            if time.is_none() {
+                // Only a metric depends on it: serve the slice, as CoreDNS and kube-proxy do.
+                tracing::warn!(
+                    slice = %key,
+                    value,
+                    "ignoring an invalid {LAST_CHANGE_TRIGGER_TIME_ANNOTATION} annotation"
+                );
+            }
+            time
+        });
+
     Ok(Some(EndpointSlice {
         service_name: Arc::from(service_name.as_str()),
         key,
         ports,
         endpoints,
+        last_change_trigger_time,
     }))
+}
+
+/// Parses an RFC 3339 time (Go's `time.RFC3339Nano`, as the controller writes it); `None` if
+/// malformed or before the Unix epoch.
+pub fn parse_trigger_time(value: &str) -> Option<SystemTime> {
+    let time: k8s_openapi::jiff::Timestamp = value.trim().parse().ok()?;
+    let since_epoch = Duration::try_from(time.as_duration()).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(since_epoch)
 }
 
 pub fn pod(pod: &core::Pod) -> Result<Pod, ConvertError> {

@@ -3,7 +3,12 @@
 //! Names are kept as the API server spells them; Kubernetes object names are already lowercase
 //! DNS labels, so DNS can compare them with a lowercased query without allocating.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 /// `namespace/name` of a namespaced object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,13 +156,39 @@ pub struct Endpoint {
 
 /// An EndpointSlice, keyed by its own name and tied to its Service by the
 /// `kubernetes.io/service-name` label.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Equality ignores `last_change_trigger_time`: a slice that differs only in it serves the
+/// same records and programs the same rules, so it must not count as a change (no new SOA
+/// serial, no proxy sync), as CoreDNS's "equivalent for DNS" rule has it.
+#[derive(Clone, Debug)]
 pub struct EndpointSlice {
     pub key: ObjectKey,
     pub service_name: Arc<str>,
     pub ports: Vec<EndpointPort>,
     pub endpoints: Vec<Endpoint>,
+    /// The `endpoints.kubernetes.io/last-change-trigger-time` annotation: when the change
+    /// that produced this version of the slice happened (set by the EndpointSlice
+    /// controller). The start of the DNS and network programming latency SLIs.
+    pub last_change_trigger_time: Option<SystemTime>,
 }
+
+impl PartialEq for EndpointSlice {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            key,
+            service_name,
+            ports,
+            endpoints,
+            last_change_trigger_time: _,
+        } = self;
+        *key == other.key
+            && *service_name == other.service_name
+            && *ports == other.ports
+            && *endpoints == other.endpoints
+    }
+}
+
+impl Eq for EndpointSlice {}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pod {

@@ -20,6 +20,7 @@ mod loop_check;
 mod metrics;
 pub mod names;
 mod pool;
+mod programming;
 mod server;
 mod upstream;
 pub mod zone;

@@ -27,6 +27,9 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+use svcnet_cluster::Reader;
+
+use crate::programming::ProgrammingLatency;
 
 /// A label value shared by every series that carries it.
 type Label = Arc<String>;
@@ -137,6 +140,7 @@ pub struct DnsMetrics {
     forward: ForwardMetrics,
     autopath_success: Family<ServerLabels, Counter>,
     panics: Counter,
+    programming: ProgrammingLatency,
 }
 
 impl Default for DnsMetrics {
@@ -152,6 +156,7 @@ impl Default for DnsMetrics {
             forward: ForwardMetrics::default(),
             autopath_success: Family::default(),
             panics: Counter::default(),
+            programming: ProgrammingLatency::default(),
         }
     }
 }
@@ -205,6 +210,7 @@ impl DnsMetrics {
             "A metrics that counts the number of panics.",
             self.panics.clone(),
         );
+        self.programming.register(registry);
         registry.register(
             "coredns_build",
             "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.",
@@ -226,6 +232,12 @@ impl DnsMetrics {
             panics.inc();
             previous(info);
         }));
+    }
+
+    /// Observes `coredns_kubernetes_dns_programming_duration_seconds` for the snapshots
+    /// `reader` sees from now on; spawn it before the cluster source starts publishing.
+    pub fn watch_programming_latency(&self, reader: Reader) -> impl Future<Output = ()> + Send + 'static {
+        self.programming.clone().watch(reader)
     }
 
     pub(crate) fn forward(&self) -> &ForwardMetrics {

@@ -104,13 +104,19 @@ pub async fn pod(
     .await;
 }
 
-/// Writes what a kubelet would: running, with `ip`, and the Ready condition.
+/// Writes what a kubelet would: running, with `ip`, and the Ready condition, which changed now
+/// (the EndpointSlice controller's `last-change-trigger-time` comes from that transition).
 pub async fn pod_status(client: &Client, ns: &str, name: &str, ip: &str, ready: bool) {
+    let now = k8s_openapi::jiff::Timestamp::now();
     let status = json!({"status": {
         "phase": "Running",
         "podIP": ip,
         "podIPs": [{"ip": ip}],
-        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+        "conditions": [{
+            "type": "Ready",
+            "status": if ready { "True" } else { "False" },
+            "lastTransitionTime": format!("{now:.0}"),
+        }],
     }});
     Api::<Pod>::namespaced(client.clone(), ns)
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))

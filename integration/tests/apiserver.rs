@@ -303,6 +303,16 @@ fn deploy_objects() -> Vec<Value> {
     documents.into_iter().filter(|d| !d.is_null()).collect()
 }
 
+/// How many slice versions `coredns_kubernetes_dns_programming_duration_seconds` observed for
+/// `kind` (0 before the first).
+fn programming_count(svcnet: &Follower, kind: &str) -> f64 {
+    svcnet
+        .metric(&format!(
+            "coredns_kubernetes_dns_programming_duration_seconds_count{{service_kind=\"{kind}\"}}"
+        ))
+        .unwrap_or(0.0)
+}
+
 fn fqdn(service: &str, ns: &str) -> String {
     format!("{service}.{ns}.svc.cluster.local.")
 }
@@ -508,6 +518,15 @@ async fn services_and_pods_reach_dns_and_the_proxy_as_they_change() {
             ),
         )
         .await;
+    // The real EndpointSlice controller stamps the slice with the time of the Pod change, so
+    // the DNS programming latency SLI was observed for the ClusterIP Service.
+    svcnet
+        .within(
+            "lifecycle: DNS programming latency observed (cluster_ip)",
+            BOUND,
+            |s| programming_count(s, "cluster_ip") >= 1.0,
+        )
+        .await;
 
     // A headless Service over StatefulSet-style Pods: the EndpointSlice controller gives each
     // endpoint its Pod's hostname. A ClusterIP Service over the same Pods has them in the rules
@@ -557,6 +576,13 @@ async fn services_and_pods_reach_dns_and_the_proxy_as_they_change() {
             "lifecycle: headless hostname record from the real EndpointSlice",
             BOUND,
             checks,
+        )
+        .await;
+    svcnet
+        .within(
+            "lifecycle: DNS programming latency observed (headless_with_selector)",
+            BOUND,
+            |s| programming_count(s, "headless_with_selector") >= 1.0,
         )
         .await;
 

@@ -547,3 +547,47 @@ fn namespace_keeps_its_labels() {
     assert_eq!(&*ns.name, "prod");
     assert_eq!(ns.labels.get("team").map(String::as_str), Some("a"));
 }
+
+fn annotated_slice(trigger: &str) -> EndpointSlice {
+    let mut slice = web_slice(json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}]}));
+    slice.metadata.annotations = Some(
+        [(LAST_CHANGE_TRIGGER_TIME_ANNOTATION.to_owned(), trigger.to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    endpoint_slice(&slice)
+        .expect("valid EndpointSlice")
+        .expect("served EndpointSlice")
+}
+
+#[test]
+fn last_change_trigger_time_is_parsed() {
+    let epoch = std::time::SystemTime::UNIX_EPOCH;
+    // As the EndpointSlice controller writes it (Go's RFC3339Nano), and with an offset.
+    let slice = annotated_slice("2024-05-06T07:08:09.123456789Z");
+    assert_eq!(
+        slice.last_change_trigger_time,
+        Some(epoch + Duration::new(1_714_979_289, 123_456_789))
+    );
+    let slice = annotated_slice("2024-05-06T09:08:09+02:00");
+    assert_eq!(
+        slice.last_change_trigger_time,
+        Some(epoch + Duration::from_secs(1_714_979_289))
+    );
+    // Unset, or unusable: the slice is still served, without a trigger time.
+    assert_eq!(
+        convert_slice(json!({"addressType": "IPv4"})).last_change_trigger_time,
+        None
+    );
+    for bad in ["", "yesterday", "2024-05-06 07:08:09", "1960-01-01T00:00:00Z"] {
+        assert_eq!(annotated_slice(bad).last_change_trigger_time, None, "{bad}");
+    }
+}
+
+#[test]
+fn slices_differing_only_in_trigger_time_are_equal() {
+    let a = annotated_slice("2024-05-06T07:08:09Z");
+    let b = annotated_slice("2024-05-06T07:08:10Z");
+    assert_ne!(a.last_change_trigger_time, b.last_change_trigger_time);
+    assert_eq!(a, b);
+}

@@ -76,6 +76,7 @@ fn slice(ns: &str, name: &str, svc: &str, ports: &[(&str, u16)], endpoints: Vec<
             })
             .collect(),
         endpoints,
+        last_change_trigger_time: None,
     }
 }
 

@@ -116,6 +116,7 @@ pub fn slice(
             })
             .collect(),
         endpoints,
+        last_change_trigger_time: None,
     }
 }
 
