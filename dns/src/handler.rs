@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 use hickory_proto::{
-    op::{Edns, Metadata, OpCode, Query, ResponseCode},
+    op::{Edns, Message, Metadata, OpCode, Query, ResponseCode},
     rr::{Name, RData, Record, RecordType, rdata::CNAME},
 };
 use hickory_server::{
@@ -78,6 +78,25 @@ impl Handler {
         (!falls_through).then_some(answer)
     }
 
+    /// Asks `question` through the forwarder (and its cache) on behalf of `request`: with its
+    /// header, EDNS and transport.
+    async fn forward(
+        &self,
+        live: &Live,
+        request: &Request,
+        question: Query,
+    ) -> Result<(Message, Plugin), ForwardError> {
+        live.forwarder
+            .resolve(
+                question,
+                &request.metadata,
+                request.edns.as_ref(),
+                transport(request),
+                &self.metrics,
+            )
+            .await
+    }
+
     /// Resolves an ExternalName target outside the served zones upstream and appends the reply's
     /// answers after the CNAME. Returns whether that reply was truncated: CoreDNS copies TC so
     /// that the client retries over TCP.
@@ -89,17 +108,7 @@ impl Handler {
         qtype: RecordType,
         answers: &mut Vec<Record>,
     ) -> bool {
-        let question = Query::query(target, qtype);
-        let resolved = live
-            .forwarder
-            .resolve(
-                question,
-                &request.metadata,
-                request.edns.as_ref(),
-                transport(request),
-                &self.metrics,
-            )
-            .await;
+        let resolved = self.forward(live, request, Query::query(target, qtype)).await;
         match resolved {
             Ok((reply, _)) => {
                 answers.extend(reply.answers);
@@ -165,16 +174,8 @@ impl Handler {
                 _ => Candidate::Failed,
             };
         }
-        let question = Query::query(name.clone(), qtype);
-        let resolved = live
-            .forwarder
-            .resolve(
-                question,
-                &request.metadata,
-                request.edns.as_ref(),
-                transport(request),
-                &self.metrics,
-            )
+        let resolved = self
+            .forward(live, request, Query::query(name.clone(), qtype))
             .await;
         match resolved {
             Ok((reply, _)) => match reply.metadata.response_code {
@@ -268,16 +269,7 @@ impl Handler {
             return (send(&mut response, msg, request).await, Plugin::Kubernetes);
         }
 
-        let resolved = live
-            .forwarder
-            .resolve(
-                question.clone(),
-                &request.metadata,
-                request.edns.as_ref(),
-                transport(request),
-                &self.metrics,
-            )
-            .await;
+        let resolved = self.forward(&live, request, question.clone()).await;
         let (mut reply, plugin) = match resolved {
             Ok(resolved) => resolved,
             Err(error) => {

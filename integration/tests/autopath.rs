@@ -5,7 +5,7 @@
 
 use std::{fs, path::Path, thread, time::Duration};
 
-use crate::resolvers::{Netns, NetnsProcess, run};
+use crate::resolvers::{Netns, run, spawn_svcnet};
 
 /// The Pod's address, on its loopback: queries to it leave from it, so svcnet sees the Pod.
 const POD_IP: &str = "10.244.1.5";
@@ -64,7 +64,7 @@ fn one_lookup(autopath: bool) -> (u64, Vec<String>) {
         "127.0.0.1:5300",
         "--upstreams=",
     ]);
-    let mut upstream = NetnsProcess::spawn(upstream);
+    let mut upstream = spawn_svcnet(upstream);
     let mut node = netns.command(svcnet);
     node.arg("run").arg("--manifests").arg(dir.path());
     node.args(["--node-name", "n1", "--dns-listen", &format!("{POD_IP}:53")]);
@@ -75,13 +75,13 @@ fn one_lookup(autopath: bool) -> (u64, Vec<String>) {
         "127.0.0.1:9153",
     ]);
     node.arg(format!("--autopath={autopath}"));
-    let mut node = NetnsProcess::spawn(node);
+    let mut node = spawn_svcnet(node);
 
     // Serving, and the upstream too: the external name resolves.
     let mut ready = false;
     for _ in 0..200 {
-        upstream.assert_running();
-        node.assert_running();
+        upstream.assert_running("svcnet");
+        node.assert_running("svcnet");
         let probe = netns
             .command("getent")
             .args(["hosts", &format!("{EXTERNAL}.")])

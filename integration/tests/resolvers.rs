@@ -8,7 +8,7 @@
 //! where CoreDNS says NXDOMAIN, or an NXDOMAIN where it says NODATA, breaks musl Pods only; the
 //! musl test is what catches that.
 //!
-//! The namespace helpers ([`Netns`], [`NetnsProcess`], [`run`]) serve the autopath and reload
+//! The namespace helpers ([`Netns`], [`spawn_svcnet`], [`run`]) serve the autopath and reload
 //! tests too.
 //!
 //! These tests need root (network namespaces, port 53), `ip` (iproute2), `getent` (libc-bin)
@@ -18,13 +18,14 @@ use std::{
     collections::BTreeSet,
     fmt::Write as _,
     fs,
-    io::Read as _,
     net::IpAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output},
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
+
+use svcnet_integration::netns::Process;
 
 /// What kubelet writes for a `dnsPolicy: ClusterFirst` Pod in namespace `shop` whose node has no
 /// search domains of its own, with the cluster DNS server on the Pod's loopback.
@@ -205,7 +206,7 @@ impl Lookup {
 /// svcnet serving `examples/cluster` on its 127.0.0.1:53.
 struct Pod {
     // Fields drop in order: svcnet stops before its namespace goes.
-    svcnet: NetnsProcess,
+    svcnet: Process,
     netns: Netns,
 }
 
@@ -219,7 +220,7 @@ impl Pod {
             .arg("--manifests")
             .arg(&manifests)
             .args(["--dns-listen", "127.0.0.1:53"]);
-        let svcnet = NetnsProcess::spawn(command);
+        let svcnet = spawn_svcnet(command);
         let mut pod = Self { svcnet, netns };
         pod.wait_serving();
         pod
@@ -229,7 +230,7 @@ impl Pod {
     fn wait_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            self.svcnet.assert_running();
+            self.svcnet.assert_running("svcnet");
             let probe = self
                 .netns
                 .command("getent")
@@ -338,47 +339,11 @@ impl Drop for Netns {
     }
 }
 
-/// A process started with `ip netns exec`, killed on drop. `ip netns exec` execs the program in
-/// its own process, so the child is the program itself.
-pub(crate) struct NetnsProcess {
-    child: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl NetnsProcess {
-    pub(crate) fn spawn(mut command: Command) -> Self {
-        let log = tempfile::NamedTempFile::new().expect("temporary log file");
-        let child = command
-            .env("RUST_LOG", "info,hickory_server=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log.reopen().expect("log file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-        Self { child, log }
-    }
-
-    pub(crate) fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("svcnet exited with {status}:\n{}", self.log());
-        }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        let mut s = String::new();
-        self.log
-            .reopen()
-            .and_then(|mut f| f.read_to_string(&mut s))
-            .expect("read log");
-        s
-    }
-}
-
-impl Drop for NetnsProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts svcnet (`command`, made by [`Netns::command`]) with the tests' log level, killed on
+/// drop. `ip netns exec` execs the program in its own process, so the child is svcnet itself.
+pub(crate) fn spawn_svcnet(mut command: Command) -> Process {
+    command.env("RUST_LOG", "info,hickory_server=warn");
+    Process::spawn(command)
 }
 
 /// Network namespaces and port 53 need root; say so rather than fail somewhere obscure.

@@ -54,147 +54,69 @@ pub fn diff(applied: &Desired, desired: &Desired) -> Option<Transaction> {
 
         // A key whose value changed is deleted and added again: adding an element over an
         // existing key with other data fails in the kernel (EBUSY). Deletes go first so the
-        // re-add finds the key free.
-        let (services_gone, services_new) = map_changes(&old.service_ips, &new.service_ips);
-        let (refused_gone, refused_new) = map_changes(&old.no_endpoints, &new.no_endpoints);
+        // re-add finds the key free: `set_changes` pushes them, and returns the adds for later.
+        let services = set_changes(
+            &mut tx,
+            family,
+            SERVICE_IPS,
+            map_changes(&old.service_ips, &new.service_ips),
+            ruleset::service_ip,
+        );
+        let refused = set_changes(
+            &mut tx,
+            family,
+            NO_ENDPOINTS,
+            map_changes(&old.no_endpoints, &new.no_endpoints),
+            ruleset::no_endpoint,
+        );
         let (endpoints_gone, endpoints_new) = map_changes(&old.endpoints, &new.endpoints);
-        let (affinity_gone, affinity_new) = map_changes(&old.affinity, &new.affinity);
-        let deletes = |set, elements: Vec<Element>| Command::DeleteElements {
-            set,
-            elements: elements.into_iter().map(|e| Element::key(e.key)).collect(),
-        };
-        tx.push(
-            family,
-            deletes(
-                SERVICE_IPS,
-                services_gone.into_iter().map(ruleset::service_ip).collect(),
-            ),
-        );
-        tx.push(
-            family,
-            deletes(
-                NO_ENDPOINTS,
-                refused_gone.into_iter().map(ruleset::no_endpoint).collect(),
-            ),
-        );
-        for protocol in PROTOCOLS {
-            tx.push(
+        let endpoints = PROTOCOLS.map(|protocol| {
+            set_changes(
+                &mut tx,
                 family,
-                deletes(
-                    endpoints_map(protocol),
-                    endpoints_gone
-                        .iter()
-                        .filter(|((entry, _), _)| entry.protocol == protocol)
-                        .map(|(k, v)| ruleset::endpoint(k, **v))
-                        .collect(),
+                endpoints_map(protocol),
+                (
+                    of_protocol(&endpoints_gone, protocol),
+                    of_protocol(&endpoints_new, protocol),
                 ),
-            );
-        }
-        tx.push(
+                |(k, v)| ruleset::endpoint(k, *v),
+            )
+        });
+        let hairpin = set_changes(
+            &mut tx,
             family,
-            deletes(
-                HAIRPIN,
-                old.hairpin
-                    .difference(&new.hairpin)
-                    .map(|ip| ruleset::hairpin(*ip))
-                    .collect(),
-            ),
+            HAIRPIN,
+            set_difference(&old.hairpin, &new.hairpin),
+            |ip| ruleset::hairpin(*ip),
         );
-        tx.push(
+        let affinity = set_changes(
+            &mut tx,
             family,
-            deletes(
-                AFFINITY,
-                affinity_gone.into_iter().map(ruleset::affinity).collect(),
-            ),
+            AFFINITY,
+            map_changes(&old.affinity, &new.affinity),
+            ruleset::affinity,
         );
-        tx.push(
+        let firewall_ips = set_changes(
+            &mut tx,
             family,
-            deletes(
-                FIREWALL_IPS,
-                old.firewall
-                    .difference(&new.firewall)
-                    .map(ruleset::firewall_ip)
-                    .collect(),
-            ),
+            FIREWALL_IPS,
+            set_difference(&old.firewall, &new.firewall),
+            ruleset::firewall_ip,
         );
-        tx.push(
+        let firewall_allow = set_changes(
+            &mut tx,
             family,
-            deletes(
-                FIREWALL_ALLOW,
-                old.firewall_allow
-                    .difference(&new.firewall_allow)
-                    .map(ruleset::firewall_allow)
-                    .collect(),
-            ),
+            FIREWALL_ALLOW,
+            set_difference(&old.firewall_allow, &new.firewall_allow),
+            ruleset::firewall_allow,
         );
 
         // Endpoints before the dispatch elements that lead to them, for readability only: the
         // transaction is atomic either way.
-        let adds = |set, elements| Command::AddElements { set, elements };
-        for protocol in PROTOCOLS {
-            tx.push(
-                family,
-                adds(
-                    endpoints_map(protocol),
-                    endpoints_new
-                        .iter()
-                        .filter(|((entry, _), _)| entry.protocol == protocol)
-                        .map(|(k, v)| ruleset::endpoint(k, **v))
-                        .collect(),
-                ),
-            );
+        let adds = [hairpin, affinity, firewall_allow, firewall_ips, services, refused];
+        for command in endpoints.into_iter().chain(adds) {
+            tx.push(family, command);
         }
-        tx.push(
-            family,
-            adds(
-                HAIRPIN,
-                new.hairpin
-                    .difference(&old.hairpin)
-                    .map(|ip| ruleset::hairpin(*ip))
-                    .collect(),
-            ),
-        );
-        tx.push(
-            family,
-            adds(
-                AFFINITY,
-                affinity_new.into_iter().map(ruleset::affinity).collect(),
-            ),
-        );
-        tx.push(
-            family,
-            adds(
-                FIREWALL_ALLOW,
-                new.firewall_allow
-                    .difference(&old.firewall_allow)
-                    .map(ruleset::firewall_allow)
-                    .collect(),
-            ),
-        );
-        tx.push(
-            family,
-            adds(
-                FIREWALL_IPS,
-                new.firewall
-                    .difference(&old.firewall)
-                    .map(ruleset::firewall_ip)
-                    .collect(),
-            ),
-        );
-        tx.push(
-            family,
-            adds(
-                SERVICE_IPS,
-                services_new.into_iter().map(ruleset::service_ip).collect(),
-            ),
-        );
-        tx.push(
-            family,
-            adds(
-                NO_ENDPOINTS,
-                refused_new.into_iter().map(ruleset::no_endpoint).collect(),
-            ),
-        );
     }
     Some(tx)
 }
@@ -218,6 +140,45 @@ fn affinity_to_forget(old: &FamilyState, new: &FamilyState) -> BTreeSet<Protocol
         })
         .map(|entry| entry.protocol)
         .collect()
+}
+
+/// Pushes the command that deletes the `gone` elements of `set` (by key) and returns the one
+/// that adds the `new` ones, both rendered by `render`.
+fn set_changes<T>(
+    tx: &mut Transaction,
+    family: Family,
+    set: &'static str,
+    (gone, new): (Vec<T>, Vec<T>),
+    render: impl Fn(T) -> Element,
+) -> Command {
+    tx.push(
+        family,
+        Command::DeleteElements {
+            set,
+            elements: gone.into_iter().map(|e| Element::key(render(e).key)).collect(),
+        },
+    );
+    Command::AddElements {
+        set,
+        elements: new.into_iter().map(render).collect(),
+    }
+}
+
+/// The endpoint changes of one protocol's map.
+fn of_protocol<'a>(
+    changes: &[(&'a (EntryPoint, u32), &'a SocketAddr)],
+    protocol: Protocol,
+) -> Vec<(&'a (EntryPoint, u32), &'a SocketAddr)> {
+    changes
+        .iter()
+        .copied()
+        .filter(|((entry, _), _)| entry.protocol == protocol)
+        .collect()
+}
+
+/// Elements of `old` not in `new`, and of `new` not in `old`.
+fn set_difference<'a, T: Ord>(old: &'a BTreeSet<T>, new: &'a BTreeSet<T>) -> (Vec<&'a T>, Vec<&'a T>) {
+    (old.difference(new).collect(), new.difference(old).collect())
 }
 
 /// Entries of `old` to delete (gone, or holding another value now) and entries of `new` to

@@ -4,39 +4,20 @@
 
 use std::time::{Duration, Instant};
 
-use svcnet_cluster::model::Protocol;
-use svcnet_proxy::{Backend, Desired, NftError, Proxy, SyncPeriods, desired, diff::diff, ruleset};
+use svcnet_proxy::{Backend, Desired, NftError, Proxy, SyncPeriods, diff::diff, ruleset};
 
 use crate::{
     common::*,
     nft_netns::{contents, reference},
 };
 
-fn web(endpoints: &[&str]) -> svcnet_cluster::Snapshot {
-    let svc = service("ns/web", &["10.96.0.1"], vec![port(None, Protocol::Tcp, 80)]);
-    let slices = vec![slice(
-        "ns/web-1",
-        "web",
-        &[(None, Protocol::Tcp, 8080)],
-        endpoints
-            .iter()
-            .map(|addr| endpoint(addr, Some("node-b"), State::Ready))
-            .collect(),
-    )];
-    snapshot(vec![svc], slices)
-}
-
-fn state(endpoints: &[&str]) -> Desired {
-    desired(&web(endpoints), &node(&[], &["10.244.0.0/16"]))
-}
-
 #[tokio::test]
 async fn a_failed_transaction_changes_nothing_and_a_full_replace_recovers() {
     let netns = Netns::new();
     let nft = netns.nft();
-    let a = state(&["10.244.1.1"]);
-    let b = state(&["10.244.1.1", "10.244.1.2"]);
-    let c = state(&["10.244.1.3"]);
+    let a = web_state(&["10.244.1.1"]);
+    let b = web_state(&["10.244.1.1", "10.244.1.2"]);
+    let c = web_state(&["10.244.1.3"]);
 
     nft.apply(&ruleset::full(&a)).await.unwrap();
     assert_eq!(contents(&netns), reference(&a).await);
@@ -47,8 +28,8 @@ async fn a_failed_transaction_changes_nothing_and_a_full_replace_recovers() {
     // Transactions computed from a wrong idea of the tables fail whole: one deleting an
     // element that is not there (slot 2), one adding over an element that holds other data
     // (slot 1). Both also hold changes that alone would succeed; none of them sticks.
-    let three = state(&["10.244.1.1", "10.244.1.2", "10.244.1.5"]);
-    let other = state(&["10.244.1.1", "10.244.1.9"]);
+    let three = web_state(&["10.244.1.1", "10.244.1.2", "10.244.1.5"]);
+    let other = web_state(&["10.244.1.1", "10.244.1.9"]);
     for tx in [diff(&three, &a).unwrap(), diff(&a, &other).unwrap()] {
         let error = nft.apply(&tx).await.unwrap_err();
         assert!(matches!(error, NftError::Failed { .. }), "{error:?}\n{tx}");
@@ -100,10 +81,15 @@ async fn the_sync_loop_recovers_from_a_table_changed_behind_its_back() {
     let task = tokio::spawn(proxy.run(reader));
 
     publisher.publish(web(&["10.244.1.1", "10.244.1.2"]));
-    wait_for(&netns, &state(&["10.244.1.1", "10.244.1.2"]), "first (full) sync").await;
+    wait_for(
+        &netns,
+        &web_state(&["10.244.1.1", "10.244.1.2"]),
+        "first (full) sync",
+    )
+    .await;
 
     publisher.publish(web(&["10.244.1.1", "10.244.1.3"]));
-    wait_for(&netns, &state(&["10.244.1.1", "10.244.1.3"]), "partial sync").await;
+    wait_for(&netns, &web_state(&["10.244.1.1", "10.244.1.3"]), "partial sync").await;
 
     // Someone deletes an element svcnet put there: svcnet's next diff, which deletes that
     // element, fails; the loop then replaces the tables whole.
@@ -114,7 +100,7 @@ async fn the_sync_loop_recovers_from_a_table_changed_behind_its_back() {
         .await
         .expect("delete an element by hand");
     publisher.publish(web(&["10.244.1.4"]));
-    wait_for(&netns, &state(&["10.244.1.4"]), "recovery by full replace").await;
+    wait_for(&netns, &web_state(&["10.244.1.4"]), "recovery by full replace").await;
 
     drop(publisher);
     tokio::time::timeout(Duration::from_secs(5), task)
@@ -122,5 +108,5 @@ async fn the_sync_loop_recovers_from_a_table_changed_behind_its_back() {
         .expect("the loop ends when the publisher is gone")
         .unwrap();
     // Ending the loop leaves the rules in place.
-    assert_eq!(contents(&netns), reference(&state(&["10.244.1.4"])).await);
+    assert_eq!(contents(&netns), reference(&web_state(&["10.244.1.4"])).await);
 }

@@ -15,30 +15,16 @@ use svcnet_proxy::{
 
 use crate::common::*;
 
-fn web(endpoints: &[&str]) -> Desired {
-    let svc = service("ns/web", &["10.96.0.1"], vec![port(None, Protocol::Tcp, 80)]);
-    let slices = vec![slice(
-        "ns/web-1",
-        "web",
-        &[(None, Protocol::Tcp, 8080)],
-        endpoints
-            .iter()
-            .map(|addr| endpoint(addr, Some("node-b"), State::Ready))
-            .collect(),
-    )];
-    desired(&snapshot(vec![svc], slices), &node(&[], &["10.244.0.0/16"]))
-}
-
 #[test]
 fn no_change_is_an_empty_transaction() {
-    let a = web(&["10.244.1.1"]);
+    let a = web_state(&["10.244.1.1"]);
     assert!(diff(&a, &a.clone()).unwrap().is_empty());
 }
 
 #[test]
 fn one_endpoint_moving_is_one_delete_and_one_add() {
-    let a = web(&["10.244.1.1", "10.244.1.2"]);
-    let b = web(&["10.244.1.1", "10.244.1.3"]);
+    let a = web_state(&["10.244.1.1", "10.244.1.2"]);
+    let b = web_state(&["10.244.1.1", "10.244.1.3"]);
     let tx = diff(&a, &b).unwrap();
     assert_eq!(
         tx.render(),
@@ -54,8 +40,8 @@ fn one_endpoint_moving_is_one_delete_and_one_add() {
 
 #[test]
 fn a_new_endpoint_count_adds_its_chain_once() {
-    let a = web(&["10.244.1.1"]);
-    let b = web(&["10.244.1.1", "10.244.1.2"]);
+    let a = web_state(&["10.244.1.1"]);
+    let b = web_state(&["10.244.1.1", "10.244.1.2"]);
     let tx = diff(&a, &b).unwrap();
     assert_eq!(
         tx.render(),
@@ -80,7 +66,7 @@ fn a_new_endpoint_count_adds_its_chain_once() {
 
 #[test]
 fn a_change_of_cluster_cidrs_needs_a_full_replace() {
-    let a = web(&["10.244.1.1"]);
+    let a = web_state(&["10.244.1.1"]);
     let mut b = a.clone();
     b.ipv4.cluster_cidrs.clear();
     assert_eq!(diff(&a, &b), None);
@@ -250,18 +236,9 @@ proptest! {
 fn sticky_web(endpoints: &[&str]) -> Desired {
     let svc = Service {
         session_affinity: Some(std::time::Duration::from_secs(60)),
-        ..service("ns/web", &["10.96.0.1"], vec![port(None, Protocol::Tcp, 80)])
+        ..web_service()
     };
-    let slices = vec![slice(
-        "ns/web-1",
-        "web",
-        &[(None, Protocol::Tcp, 8080)],
-        endpoints
-            .iter()
-            .map(|addr| endpoint(addr, Some("node-b"), State::Ready))
-            .collect(),
-    )];
-    desired(&snapshot(vec![svc], slices), &node(&[], &["10.244.0.0/16"]))
+    on_node(&web_with(svc, endpoints))
 }
 
 #[test]
@@ -274,12 +251,15 @@ fn losing_an_endpoint_of_an_affinity_entry_point_forgets_the_protocol_s_clients(
     // A new endpoint keeps every recorded one valid; so does a Service without affinity.
     let tx = diff(&one, &two).unwrap().render();
     assert!(!tx.contains("flush"), "{tx}");
-    let tx = diff(&web(&["10.244.1.1", "10.244.1.2"]), &web(&["10.244.1.2"]))
-        .unwrap()
-        .render();
+    let tx = diff(
+        &web_state(&["10.244.1.1", "10.244.1.2"]),
+        &web_state(&["10.244.1.2"]),
+    )
+    .unwrap()
+    .render();
     assert!(!tx.contains("flush"), "{tx}");
     // Affinity turned off: its clients are forgotten too.
-    let tx = diff(&one, &web(&["10.244.1.2"])).unwrap().render();
+    let tx = diff(&one, &web_state(&["10.244.1.2"])).unwrap().render();
     assert!(tx.contains(flush), "{tx}");
     assert!(tx.contains("delete element ip svcnet affinity {"), "{tx}");
 }

@@ -257,17 +257,6 @@ async fn a_sync_records_kube_proxys_metrics_and_healthz_answers() {
         .with_health(health.clone());
     let task = tokio::spawn(proxy.run(reader));
 
-    let web = |endpoints: &[&str]| {
-        let svc = service("ns/web", &["10.96.0.1"], vec![port(None, Protocol::Tcp, 80)]);
-        let eps = endpoints
-            .iter()
-            .map(|a| endpoint(a, Some("node-b"), State::Ready))
-            .collect();
-        snapshot(
-            vec![svc],
-            vec![slice("ns/web-1", "web", &[(None, Protocol::Tcp, 8080)], eps)],
-        )
-    };
     publisher.publish(web(&["10.244.1.1", "10.244.1.2"]));
     let runs = || std::fs::read_to_string(&count).map_or(0, |s| s.lines().count());
     eventually("first sync", || async { runs() == 1 }).await;

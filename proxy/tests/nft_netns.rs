@@ -66,16 +66,7 @@ async fn the_full_ruleset_of_every_variant_is_accepted_and_loads() {
         },
     ] {
         let tx = ruleset::full(&desired(&snap, &node));
-        netns
-            .nft()
-            .check(&tx)
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{tx}"));
-        netns
-            .nft()
-            .apply(&tx)
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{tx}"));
+        netns.check_and_apply(&tx).await;
     }
     let listing = netns.list(&["ruleset"]);
     for expected in [
@@ -154,25 +145,12 @@ async fn an_incremental_transaction_on_a_loaded_table_gives_the_new_contents() {
 
     let netns = Netns::new();
     netns.nft().apply(&ruleset::full(&before)).await.unwrap();
-    netns
-        .nft()
-        .check(&tx)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{tx}"));
-    netns
-        .nft()
-        .apply(&tx)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{tx}"));
+    netns.check_and_apply(&tx).await;
     assert_eq!(contents(&netns), reference(&after).await);
 
     // And back again, onto the chains the first diff left.
     let applied = after.keeping_chains_of(&before);
     let back = diff(&applied, &before).unwrap();
-    netns
-        .nft()
-        .apply(&back)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{back}"));
+    netns.apply(&back).await;
     assert_eq!(contents(&netns), reference(&before).await);
 }

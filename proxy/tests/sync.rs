@@ -6,24 +6,9 @@ use std::{
     time::Duration,
 };
 
-use svcnet_cluster::{Snapshot, model::Protocol};
 use svcnet_proxy::{Backend, NftCommand, Proxy, SyncPeriods};
 
 use crate::common::*;
-
-fn web(endpoints: &[&str]) -> Snapshot {
-    let svc = service("ns/web", &["10.96.0.1"], vec![port(None, Protocol::Tcp, 80)]);
-    let slices = vec![slice(
-        "ns/web-1",
-        "web",
-        &[(None, Protocol::Tcp, 8080)],
-        endpoints
-            .iter()
-            .map(|addr| endpoint(addr, Some("node-b"), State::Ready))
-            .collect(),
-    )];
-    snapshot(vec![svc], slices)
-}
 
 /// A directory of recorded transactions; a file `fail` in it makes the next run fail. Each
 /// transaction is written aside and moved in whole, so a test never reads half of one.

@@ -14,7 +14,7 @@ use svcnet_cluster::{
         ServiceType, TargetPort, TrafficPolicy,
     },
 };
-use svcnet_proxy::{NftCommand, NodeContext};
+use svcnet_proxy::{Desired, NftCommand, NodeContext, desired, nft::Transaction};
 
 pub const NODE: &str = "node-a";
 
@@ -139,6 +139,40 @@ pub fn node(nodeport_addresses: &[&str], cluster_cidrs: &[&str]) -> NodeContext 
         nodeport_addresses: nodeport_addresses.iter().map(|s| ip(s)).collect(),
         cluster_cidrs: cluster_cidrs.iter().map(|s| s.parse().unwrap()).collect(),
     }
+}
+
+/// `ns/web`: ClusterIP 10.96.0.1, TCP 80.
+pub fn web_service() -> Service {
+    service("ns/web", &["10.96.0.1"], vec![port(None, Protocol::Tcp, 80)])
+}
+
+/// `svc` (named `ns/web`) with one slice of ready `endpoints` on another node, port 8080.
+pub fn web_with(svc: Service, endpoints: &[&str]) -> Snapshot {
+    let slices = vec![slice(
+        "ns/web-1",
+        "web",
+        &[(None, Protocol::Tcp, 8080)],
+        endpoints
+            .iter()
+            .map(|addr| endpoint(addr, Some("node-b"), State::Ready))
+            .collect(),
+    )];
+    snapshot(vec![svc], slices)
+}
+
+/// [`web_service`] with `endpoints`.
+pub fn web(endpoints: &[&str]) -> Snapshot {
+    web_with(web_service(), endpoints)
+}
+
+/// The desired state of `snapshot` on a node with cluster CIDR 10.244.0.0/16.
+pub fn on_node(snapshot: &Snapshot) -> Desired {
+    desired(snapshot, &node(&[], &["10.244.0.0/16"]))
+}
+
+/// The desired state of [`web`].
+pub fn web_state(endpoints: &[&str]) -> Desired {
+    on_node(&web(endpoints))
 }
 
 /// A cluster with every kind of entry point and every rule variant, in both families:
@@ -287,6 +321,17 @@ impl Netns {
 
     pub fn nft(&self) -> NftCommand {
         NftCommand::in_netns(&self.name)
+    }
+
+    /// Applies `tx` in the namespace, or panics with nft's error and the text.
+    pub async fn apply(&self, tx: &Transaction) {
+        self.nft().apply(tx).await.unwrap_or_else(|e| panic!("{e}\n{tx}"));
+    }
+
+    /// Checks `tx` with `nft -c`, then applies it; panics with nft's error and the text.
+    pub async fn check_and_apply(&self, tx: &Transaction) {
+        self.nft().check(tx).await.unwrap_or_else(|e| panic!("{e}\n{tx}"));
+        self.apply(tx).await;
     }
 
     /// `nft list ARGS` inside the namespace (blocking, for any test body).
